@@ -99,7 +99,10 @@ mod tests {
 
     #[test]
     fn waits_for_body_and_head() {
-        assert_eq!(next_frame(&MSG[..MSG.len() - 1], 1000), Ok(Frame::Incomplete));
+        assert_eq!(
+            next_frame(&MSG[..MSG.len() - 1], 1000),
+            Ok(Frame::Incomplete)
+        );
         assert_eq!(next_frame(&MSG[..20], 1000), Ok(Frame::Incomplete));
     }
 
@@ -116,12 +119,24 @@ mod tests {
         let m = b"BYE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n";
         assert_eq!(next_frame(m, 1000), Err(FramingError::MissingContentLength));
         let m = b"BYE sip:a@b SIP/2.0\r\nContent-Length: x1\r\n\r\n";
-        assert!(matches!(next_frame(m, 1000), Err(FramingError::BadContentLength { .. })));
+        assert!(matches!(
+            next_frame(m, 1000),
+            Err(FramingError::BadContentLength { .. })
+        ));
         let m = b"BYE sip:a@b SIP/2.0\r\nl: 1\r\nContent-Length: 2\r\n\r\n";
-        assert!(matches!(next_frame(m, 1000), Err(FramingError::BadContentLength { .. })));
-        assert_eq!(next_frame(MSG, 20), Err(FramingError::TooLarge { limit: 20 }));
+        assert!(matches!(
+            next_frame(m, 1000),
+            Err(FramingError::BadContentLength { .. })
+        ));
+        assert_eq!(
+            next_frame(MSG, 20),
+            Err(FramingError::TooLarge { limit: 20 })
+        );
         let huge = vec![b'a'; 50];
-        assert_eq!(next_frame(&huge, 20), Err(FramingError::TooLarge { limit: 20 }));
+        assert_eq!(
+            next_frame(&huge, 20),
+            Err(FramingError::TooLarge { limit: 20 })
+        );
         let m = b"BYE sip:a@b SIP/2.0\r\nl: 99999999999999999999999\r\n\r\n";
         assert!(next_frame(m, 1000).is_err());
     }

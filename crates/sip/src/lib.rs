@@ -67,3 +67,21 @@ impl Span {
         buf.get(self.start()..self.end()).unwrap_or(&[])
     }
 }
+
+mod error;
+mod headers;
+mod message;
+mod method;
+mod name;
+mod params;
+mod uri;
+mod write;
+
+pub use error::{DecodeError, ErrorKind, ParseError};
+pub use headers::{CSeq, NameAddr, Via, parse_delta};
+pub use message::{Header, HeaderRef, Message, ParseLimits};
+pub use method::Method;
+pub use name::HeaderName;
+pub use params::{Params, split_list, unquote};
+pub use uri::{Host, SipScheme, SipUri, TelUri, Uri};
+pub use write::{Editor, MessageWriter, Salvaged, salvage_request};

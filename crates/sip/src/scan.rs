@@ -64,11 +64,6 @@ impl<'a> HeaderLines<'a> {
         }
     }
 
-    /// Offset of the next unread byte.
-    pub(crate) fn position(&self) -> usize {
-        self.pos
-    }
-
     /// End of the line starting at `from` (offset just past its LF, or `end`).
     fn line_end(&self, from: usize) -> usize {
         match memchr::memchr(b'\n', &self.buf[from..self.end]) {
@@ -165,11 +160,12 @@ pub(crate) fn content_length_of_head(head: &[u8]) -> Result<Option<usize>, usize
         None => return Ok(None),
     };
     // The blank line is one or two bytes; header lines end before it.
-    let blank = if head.ends_with(b"\r\n") && head.len() >= 2 && head[..head.len() - 2].ends_with(b"\n") {
-        2
-    } else {
-        1
-    };
+    let blank =
+        if head.ends_with(b"\r\n") && head.len() >= 2 && head[..head.len() - 2].ends_with(b"\n") {
+            2
+        } else {
+            1
+        };
     let end = head.len().saturating_sub(blank).max(first_line_end);
     let mut found: Option<usize> = None;
     for line in HeaderLines::new(head, first_line_end, end) {

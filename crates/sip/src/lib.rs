@@ -19,6 +19,8 @@
 //! the model here.
 
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzz;
 mod scan;
 mod transport;
 

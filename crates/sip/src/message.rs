@@ -100,7 +100,7 @@ fn span_in(raw: &[u8], sub: &[u8]) -> Span {
     Span::new(start, start + sub.len())
 }
 
-fn value_str<'a>(raw: &'a [u8], value: Span, name: HeaderName) -> Result<&'a str, ParseError> {
+fn value_str(raw: &[u8], value: Span, name: HeaderName) -> Result<&str, ParseError> {
     std::str::from_utf8(value.of(raw)).map_err(|e| {
         ParseError::new(
             ErrorKind::BadHeaderValue(name),
@@ -251,8 +251,7 @@ impl Message {
         let branch = via.branch().map(|b| span_in(buf, b.as_bytes()));
 
         if let Some(mf) = headers.iter().find(|h| h.name == HeaderName::MaxForwards) {
-            let ok = mf.value.len() <= 3
-                && std::str::from_utf8(mf.value.of(buf))
+            let ok = std::str::from_utf8(mf.value.of(buf))
                     .ok()
                     .and_then(parse_delta)
                     .is_some_and(|v| v <= 255);
@@ -619,7 +618,7 @@ fn parse_start_line(line: &[u8], first: usize) -> Result<StartLine, ParseError> 
     // Request-Line = Method SP Request-URI SP SIP-Version, single spaces.
     let sp1 = memchr::memchr(b' ', line).ok_or(bad(ErrorKind::BadStartLine, 0))?;
     let sp2 = memchr::memrchr(b' ', line).ok_or(bad(ErrorKind::BadStartLine, 0))?;
-    if sp2 <= sp1 + 1 {
+    if sp2 <= sp1 + 1 || line[sp1 + 1] == b' ' || line[sp2 - 1] == b' ' {
         return Err(bad(ErrorKind::BadStartLine, sp1));
     }
     let method = Method::from_bytes(&line[..sp1]).ok_or(bad(ErrorKind::BadMethod, 0))?;

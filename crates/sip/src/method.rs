@@ -43,7 +43,7 @@ impl Method {
             b"MESSAGE" => Message,
             b"PUBLISH" => Publish,
             _ => {
-                if b.is_empty() || b.len() > 32 || !b.iter().all(|&c| crate::scan::is_token_char(c))
+                if b.is_empty() || b.len() > 64 || !b.iter().all(|&c| crate::scan::is_token_char(c))
                 {
                     return None;
                 }

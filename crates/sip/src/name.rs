@@ -75,6 +75,7 @@ pub enum HeaderName {
 }
 
 /// Every named variant, for lookup by spelling.
+#[cfg(test)]
 const ALL: &[HeaderName] = &[
     HeaderName::Accept,
     HeaderName::AcceptContact,
@@ -245,12 +246,73 @@ impl HeaderName {
                 _ => Other,
             };
         }
-        ALL.iter()
+        let Some(&first) = name.first() else {
+            return Other;
+        };
+        // Dispatch on (length, first letter): at most three comparisons.
+        let candidates: &[HeaderName] = match (name.len(), first.to_ascii_lowercase()) {
+            (2, b't') => &[To],
+            (3, b'v') => &[Via],
+            (4, b'c') => &[CSeq],
+            (4, b'd') => &[Date],
+            (4, b'f') => &[From],
+            (4, b'p') => &[Path],
+            (4, b'r') => &[RAck, RSeq],
+            (5, b'a') => &[Allow],
+            (5, b'e') => &[Event],
+            (5, b'r') => &[Route],
+            (6, b'a') => &[Accept],
+            (6, b'm') => &[MinSe],
+            (6, b'r') => &[Reason],
+            (6, b's') => &[Server],
+            (7, b'c') => &[CallId, Contact],
+            (7, b'e') => &[Expires],
+            (7, b'p') => &[Privacy],
+            (7, b'r') => &[Require],
+            (7, b's') => &[Subject],
+            (7, b'w') => &[Warning],
+            (8, b'i') => &[Identity],
+            (8, b'p') => &[Priority],
+            (8, b'r') => &[ReferTo, Replaces, ReplyTo],
+            (9, b'c') => &[CallInfo],
+            (9, b'd') => &[Diversion],
+            (9, b's') => &[Supported],
+            (9, b't') => &[Timestamp],
+            (10, b'a') => &[AlertInfo],
+            (10, b'e') => &[ErrorInfo],
+            (10, b'u') => &[UserAgent],
+            (11, b'i') => &[InReplyTo],
+            (11, b'm') => &[MinExpires],
+            (11, b'r') => &[ReferredBy, RetryAfter],
+            (11, b'u') => &[Unsupported],
+            (12, b'a') => &[AllowEvents],
+            (12, b'c') => &[ContentType],
+            (12, b'h') => &[HistoryInfo],
+            (12, b'm') => &[MaxForwards, MimeVersion],
+            (12, b'o') => &[Organization],
+            (12, b'r') => &[RecordRoute],
+            (13, b'a') => &[Authorization],
+            (13, b'p') => &[ProxyRequire],
+            (14, b'a') => &[AcceptContact],
+            (14, b'c') => &[ContentLength],
+            (14, b'r') => &[RejectContact],
+            (15, b'a') => &[AcceptEncoding, AcceptLanguage],
+            (15, b's') => &[SessionExpires],
+            (16, b'c') => &[ContentEncoding, ContentLanguage],
+            (16, b'w') => &[WwwAuthenticate],
+            (18, b'p') => &[ProxyAuthenticate],
+            (18, b's') => &[SubscriptionState],
+            (19, b'a') => &[AuthenticationInfo],
+            (19, b'c') => &[ContentDisposition],
+            (19, b'p') => &[PAssertedIdentity, ProxyAuthorization],
+            (19, b'r') => &[RequestDisposition],
+            (20, b'p') => &[PPreferredIdentity],
+            _ => &[],
+        };
+        candidates
+            .iter()
             .copied()
-            .find(|c| {
-                let s = c.as_str().as_bytes();
-                s.len() == name.len() && s.eq_ignore_ascii_case(name)
-            })
+            .find(|c| c.as_str().as_bytes().eq_ignore_ascii_case(name))
             .unwrap_or(Other)
     }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::headers::Via;
+use crate::headers::{CSeq, NameAddr, Via};
 use crate::message::Message;
 use crate::method::Method;
 use crate::name::HeaderName;
@@ -496,12 +496,18 @@ pub fn salvage_request(raw: &[u8]) -> Option<Salvaged<'_>> {
             *slot = line;
         }
     }
-    let complete = !s.via_lines.is_empty()
-        && !s.from_line.is_empty()
-        && !s.to_line.is_empty()
-        && !s.call_id_line.is_empty()
-        && !s.cseq_line.is_empty();
-    complete.then_some(s)
+    // Answer only if the headers the response copies are themselves sound;
+    // otherwise the 400 would carry the same breakage back.
+    let top_via = value(s.via_lines.first()?)?;
+    Via::parse(split_list(top_via).next()?).ok()?;
+    NameAddr::parse(value(s.from_line)?).ok()?;
+    NameAddr::parse(value(s.to_line)?).ok()?;
+    let cid = value(s.call_id_line)?;
+    if cid.is_empty() || cid.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        return None;
+    }
+    CSeq::parse(value(s.cseq_line)?).ok()?;
+    Some(s)
 }
 
 impl Salvaged<'_> {
@@ -540,6 +546,12 @@ impl Salvaged<'_> {
         );
         w.finish_empty()
     }
+}
+
+/// The trimmed value of a raw header line, if UTF-8.
+fn value(line: &[u8]) -> Option<&str> {
+    let colon = memchr::memchr(b':', line)?;
+    std::str::from_utf8(trim_bytes(&line[colon + 1..])).ok()
 }
 
 fn trim_bytes(b: &[u8]) -> &[u8] {

@@ -51,13 +51,19 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decode_from_to_via_contact", |b| {
         b.iter(|| {
             let m = black_box(&m);
-            (m.from().is_ok(), m.to().is_ok(), m.top_via().is_ok(), m.contacts().count())
+            (
+                m.from().is_ok(),
+                m.to().is_ok(),
+                m.top_via().is_ok(),
+                m.contacts().count(),
+            )
         })
     });
     g.bench_function("edit_and_serialise", |b| {
         b.iter(|| {
             let mut e = Editor::new(black_box(&m));
-            e.set_request_uri("sip:+4930123456@127.0.0.20:5080").remove_all(HeaderName::UserAgent);
+            e.set_request_uri("sip:+4930123456@127.0.0.20:5080")
+                .remove_all(HeaderName::UserAgent);
             e.finish()
         })
     });

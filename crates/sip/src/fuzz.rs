@@ -14,7 +14,14 @@ pub fn message(data: &[u8]) {
     match Message::parse(Bytes::copy_from_slice(data), &limits) {
         Ok(m) => {
             let _ = m.request_uri();
-            let _ = (m.from(), m.to(), m.top_via(), m.max_forwards(), m.expires(), m.retry_after());
+            let _ = (
+                m.from(),
+                m.to(),
+                m.top_via(),
+                m.max_forwards(),
+                m.expires(),
+                m.retry_after(),
+            );
             for v in m.vias() {
                 let _ = v.map(|v| (v.branch(), v.rport(), v.received()));
             }
@@ -26,7 +33,13 @@ pub fn message(data: &[u8]) {
                 e.remove(h.index);
             }
             let out = e.finish();
-            let again = match Message::parse(out, &ParseLimits { max_message_bytes: usize::MAX, ..limits }) {
+            let again = match Message::parse(
+                out,
+                &ParseLimits {
+                    max_message_bytes: usize::MAX,
+                    ..limits
+                },
+            ) {
                 Ok(a) => a,
                 Err(err) => panic!("edited message no longer parses: {err}"),
             };
@@ -42,7 +55,13 @@ pub fn message(data: &[u8]) {
             if let Some(s) = salvage_request(data) {
                 let r = s.response(400, "Bad Request", "fuzz", &e.to_string(), None);
                 // Our own 400 must always parse.
-                if let Err(err) = Message::parse(r, &ParseLimits { max_message_bytes: usize::MAX, ..limits }) {
+                if let Err(err) = Message::parse(
+                    r,
+                    &ParseLimits {
+                        max_message_bytes: usize::MAX,
+                        ..limits
+                    },
+                ) {
                     panic!("salvaged 400 does not parse: {err}");
                 }
             }
@@ -62,7 +81,10 @@ pub fn framing(data: &[u8]) {
             Ok(Frame::Message(n)) | Ok(Frame::Ping(n)) | Ok(Frame::Pong(n)) => {
                 assert!(n > 0 && pos + n <= data.len());
                 // A strict prefix of a complete frame is never complete.
-                assert_eq!(next_frame(&data[pos..pos + n - 1], max), Ok(Frame::Incomplete));
+                assert_eq!(
+                    next_frame(&data[pos..pos + n - 1], max),
+                    Ok(Frame::Incomplete)
+                );
                 pos += n;
             }
             Ok(Frame::Incomplete) | Err(_) => break,

@@ -76,6 +76,7 @@ mod message;
 mod method;
 mod name;
 mod params;
+mod reason;
 mod uri;
 mod write;
 
@@ -85,5 +86,6 @@ pub use message::{Header, HeaderRef, Message, ParseLimits};
 pub use method::Method;
 pub use name::HeaderName;
 pub use params::{Params, split_list, unquote};
+pub use reason::reason_phrase;
 pub use uri::{Host, SipScheme, SipUri, TelUri, Uri};
 pub use write::{Editor, MessageWriter, Salvaged, salvage_request};

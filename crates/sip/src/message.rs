@@ -252,9 +252,9 @@ impl Message {
 
         if let Some(mf) = headers.iter().find(|h| h.name == HeaderName::MaxForwards) {
             let ok = std::str::from_utf8(mf.value.of(buf))
-                    .ok()
-                    .and_then(parse_delta)
-                    .is_some_and(|v| v <= 255);
+                .ok()
+                .and_then(parse_delta)
+                .is_some_and(|v| v <= 255);
             if !ok {
                 return Err(ParseError::new(
                     ErrorKind::BadHeaderValue(HeaderName::MaxForwards),

@@ -238,6 +238,54 @@ impl MessageWriter {
     }
 }
 
+impl MessageWriter {
+    /// The CANCEL for `invite` (RFC 3261 section 9.1): same Request-URI,
+    /// top Via, From, To, Call-ID and CSeq number, and the same Route set.
+    pub fn cancel_for(invite: &Message) -> Bytes {
+        Self::hop_by_hop_for(invite, &Method::Cancel, None)
+    }
+
+    /// The ACK for a 300-699 final response (RFC 3261 section 17.1.1.3):
+    /// like CANCEL, but To comes from the response (it carries the tag).
+    pub fn ack_for_failure(invite: &Message, response: &Message) -> Bytes {
+        let to = response
+            .headers()
+            .find(|h| h.name == HeaderName::To)
+            .map(|h| h.line);
+        Self::hop_by_hop_for(invite, &Method::Ack, to)
+    }
+
+    fn hop_by_hop_for(invite: &Message, method: &Method, to_line: Option<&[u8]>) -> Bytes {
+        let mut w =
+            MessageWriter::request(method, invite.request_uri_str().unwrap_or("sip:invalid"));
+        let top_via = invite
+            .headers()
+            .find(|h| h.name == HeaderName::Via)
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .and_then(|t| split_list(t).next());
+        if let Some(via) = top_via {
+            w.header(HeaderName::Via, via);
+        }
+        w.header(HeaderName::MaxForwards, "70");
+        for h in invite.headers() {
+            match h.name {
+                HeaderName::From | HeaderName::CallId | HeaderName::Route => {
+                    w.copy_line(h.line);
+                }
+                HeaderName::To => {
+                    w.copy_line(to_line.unwrap_or(h.line));
+                }
+                _ => {}
+            }
+        }
+        w.header_fmt(
+            HeaderName::CSeq,
+            format_args!("{} {}", invite.cseq().seq, method),
+        );
+        w.finish_empty()
+    }
+}
+
 /// Edits recorded against a parsed message and applied when serialised.
 /// Header lines nobody edited are copied byte-exact; a message with no edits
 /// serialises to exactly the bytes received.

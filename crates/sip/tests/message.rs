@@ -192,3 +192,38 @@ fn salvage_answers_broken_requests() {
     assert!(salvage_request(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n").is_none());
     assert!(salvage_request(b"garbage").is_none());
 }
+
+#[test]
+fn cancel_and_failure_ack_follow_rfc3261() {
+    let inv = parse(INVITE).unwrap();
+    let cancel = Message::parse(MessageWriter::cancel_for(&inv), &ParseLimits::default()).unwrap();
+    assert_eq!(cancel.method(), Some(&Method::Cancel));
+    assert_eq!(cancel.request_uri_str(), inv.request_uri_str());
+    assert_eq!(cancel.branch(), inv.branch());
+    assert_eq!(cancel.cseq().seq, inv.cseq().seq);
+    assert_eq!(cancel.call_id(), inv.call_id());
+    assert_eq!(cancel.to_tag(), None);
+    let resp = parse(
+        &INVITE
+            .replace(
+                "INVITE sip:+4930123456@127.0.0.2:5060;user=phone SIP/2.0",
+                "SIP/2.0 486 Busy Here",
+            )
+            .replace(
+                "To: <sip:+4930123456@127.0.0.2>",
+                "To: <sip:+4930123456@127.0.0.2>;tag=busy",
+            ),
+    )
+    .unwrap();
+    let ack = Message::parse(
+        MessageWriter::ack_for_failure(&inv, &resp),
+        &ParseLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(ack.method(), Some(&Method::Ack));
+    assert_eq!(ack.to_tag(), Some("busy"));
+    assert_eq!(ack.branch(), inv.branch());
+    assert_eq!(ack.cseq().method, Method::Ack);
+    assert_eq!(reason_phrase(486), "Busy Here");
+    assert_eq!(reason_phrase(499), "Client Error");
+}

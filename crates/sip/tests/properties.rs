@@ -37,7 +37,13 @@ struct Gen {
 
 fn message_gen() -> impl Strategy<Value = Gen> {
     (
-        prop_oneof![Just(Method::Invite), Just(Method::Options), Just(Method::Bye), Just(Method::Info), token().prop_filter_map("ext", |t| Method::from_bytes(t.as_bytes()))],
+        prop_oneof![
+            Just(Method::Invite),
+            Just(Method::Options),
+            Just(Method::Bye),
+            Just(Method::Info),
+            token().prop_filter_map("ext", |t| Method::from_bytes(t.as_bytes()))
+        ],
         "[+]?[0-9]{1,15}",
         host(),
         proptest::option::of(1u16..),
@@ -50,9 +56,35 @@ fn message_gen() -> impl Strategy<Value = Gen> {
         proptest::collection::vec(any::<u8>(), 0..300),
         any::<bool>(),
     )
-        .prop_map(|(method, user, host, port, branch, from_tag, to_tag, call_id, seq, extra, body, compact)| Gen {
-            method, user, host, port, branch, from_tag, to_tag, call_id, seq, extra, body, compact,
-        })
+        .prop_map(
+            |(
+                method,
+                user,
+                host,
+                port,
+                branch,
+                from_tag,
+                to_tag,
+                call_id,
+                seq,
+                extra,
+                body,
+                compact,
+            )| Gen {
+                method,
+                user,
+                host,
+                port,
+                branch,
+                from_tag,
+                to_tag,
+                call_id,
+                seq,
+                extra,
+                body,
+                compact,
+            },
+        )
 }
 
 fn write(g: &Gen) -> Bytes {
@@ -61,9 +93,21 @@ fn write(g: &Gen) -> Bytes {
         None => g.host.clone(),
     };
     let mut w = MessageWriter::request(&g.method, &format!("sip:{}@{hp}", g.user));
-    let name = |long: &str, short: &str| if g.compact { short.to_owned() } else { long.to_owned() };
-    w.header_named(&name("Via", "v"), format!("SIP/2.0/UDP {hp};branch=z9hG4bK{};rport", g.branch).as_bytes());
-    w.header_named(&name("From", "f"), format!("\"Caller\" <sip:a@{hp}>;tag={}", g.from_tag).as_bytes());
+    let name = |long: &str, short: &str| {
+        if g.compact {
+            short.to_owned()
+        } else {
+            long.to_owned()
+        }
+    };
+    w.header_named(
+        &name("Via", "v"),
+        format!("SIP/2.0/UDP {hp};branch=z9hG4bK{};rport", g.branch).as_bytes(),
+    );
+    w.header_named(
+        &name("From", "f"),
+        format!("\"Caller\" <sip:a@{hp}>;tag={}", g.from_tag).as_bytes(),
+    );
     let to = match &g.to_tag {
         Some(t) => format!("<sip:{}@{hp}>;tag={t}", g.user),
         None => format!("<sip:{}@{hp}>", g.user),

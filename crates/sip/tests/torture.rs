@@ -11,7 +11,10 @@ fn torture_corpus() {
     let manifest = std::fs::read_to_string(dir.join("MANIFEST")).unwrap();
     let mut n = 0;
     let mut failures = Vec::new();
-    for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let (file, expect) = line.split_once(' ').unwrap();
         let data = std::fs::read(dir.join(file)).unwrap();
         let result = Message::parse(Bytes::from(data.clone()), &ParseLimits::default());
@@ -34,11 +37,19 @@ fn torture_corpus() {
                 if !got.starts_with(kind) {
                     failures.push(format!("{file}: expected {kind}, got {got} ({e})"));
                 }
-                assert!(e.offset <= data.len(), "{file}: offset {} beyond message", e.offset);
+                assert!(
+                    e.offset <= data.len(),
+                    "{file}: offset {} beyond message",
+                    e.offset
+                );
             }
         }
         n += 1;
     }
-    assert!(failures.is_empty(), "torture failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "torture failures:\n{}",
+        failures.join("\n")
+    );
     assert!(n >= 60, "corpus shrank to {n} cases");
 }

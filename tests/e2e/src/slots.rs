@@ -1,0 +1,198 @@
+//! The one table of test slots. Every test owns a slot, and a slot owns the
+//! loopback network `127.100.N.0/24`, so tests run in parallel without port or
+//! address clashes. Rust rejects duplicate enum discriminants, so two tests
+//! cannot share a number; a unit test checks the names are unique too.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+macro_rules! slots {
+    ($($(#[$doc:meta])* $variant:ident = $n:literal,)*) => {
+        /// A test's slot: its own `127.100.N.0/24` and its own output directory.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum Slot {
+            $($(#[$doc])* $variant = $n,)*
+        }
+
+        impl Slot {
+            /// Every slot, in table order.
+            pub const ALL: &'static [Slot] = &[$(Slot::$variant,)*];
+
+            /// The slot's name (its output directory under `tests/e2e/out/`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Slot::$variant => stringify!($variant),)*
+                }
+            }
+        }
+    };
+}
+
+slots! {
+    // Harness self-checks (no Palisade, or a stand-in for it).
+    /// The Lab plumbing, driven against a stand-in "palisade".
+    HarnessSelfTest = 1,
+    /// SIPp scenarios validated against each other, no Palisade in between.
+    DirectBasicCall = 2,
+    DirectLateOffer = 3,
+    DirectBusy = 4,
+    DirectCancel = 5,
+    DirectReinviteHold = 6,
+    DirectCalleeBye = 7,
+    DirectInfo = 8,
+    DirectOptions = 9,
+    DirectTcp = 10,
+    DirectRetryAfter = 11,
+    DirectSilent = 12,
+    DirectLoad = 13,
+    DirectLeakScan = 14,
+    // Palisade end-to-end.
+    OutboundCall = 20,
+    InboundCall = 21,
+    LateOffer = 22,
+    Failover503 = 23,
+    FailoverSilent = 24,
+    Cancel = 25,
+    Busy486 = 26,
+    ReinviteHold = 27,
+    CalleeBye = 28,
+    InfoRelayed = 29,
+    OptionsPing = 30,
+    PbxOverTcp = 31,
+    LeakOutbound = 32,
+    LeakInbound = 33,
+    Load500Calls = 34,
+    MalformedUdp = 35,
+    MalformedTcp = 36,
+    CheckConfigBad = 37,
+    RunBadConfig = 38,
+    CheckConfigGood = 39,
+}
+
+impl Slot {
+    /// The slot's network.
+    pub fn net(self) -> Net {
+        Net { n: self as u8 }
+    }
+
+    /// A fresh, empty output directory `tests/e2e/out/<name>/` (wiped first).
+    pub fn fresh_dir(self) -> PathBuf {
+        let dir = crate::paths::out_root().join(self.name());
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("cannot wipe {}: {e}", dir.display()));
+        }
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        dir
+    }
+}
+
+/// The addresses of one slot: the lab topology of DESIGN-NOTES section 1,
+/// moved from `127.0.0.x` to `127.100.N.x`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    n: u8,
+}
+
+/// Palisade's SIP port on both zones.
+pub const PALISADE_PORT: u16 = 5060;
+/// The PBX's SIP port.
+pub const PBX_PORT: u16 = 5070;
+/// The carriers' SIP port.
+pub const CARRIER_PORT: u16 = 5080;
+/// The RTP port SIPp peers announce (and bind) on their own address.
+pub const PEER_MEDIA_PORT: u16 = 16000;
+
+impl Net {
+    /// `127.100.N.host`.
+    pub fn ip(self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, 100, self.n, host)
+    }
+    /// Palisade's inside zone address (faces the PBX).
+    pub fn inside_ip(self) -> Ipv4Addr {
+        self.ip(1)
+    }
+    /// Palisade's outside zone address (faces the carriers).
+    pub fn outside_ip(self) -> Ipv4Addr {
+        self.ip(2)
+    }
+    /// The PBX.
+    pub fn pbx_ip(self) -> Ipv4Addr {
+        self.ip(10)
+    }
+    /// The primary carrier member.
+    pub fn carrier_primary_ip(self) -> Ipv4Addr {
+        self.ip(20)
+    }
+    /// The secondary carrier member.
+    pub fn carrier_secondary_ip(self) -> Ipv4Addr {
+        self.ip(21)
+    }
+    /// A source nobody configured (scanners, probes).
+    pub fn untrusted_ip(self) -> Ipv4Addr {
+        self.ip(66)
+    }
+    /// Palisade inside `ip:5060`.
+    pub fn inside(self) -> SocketAddr {
+        sa(self.inside_ip(), PALISADE_PORT)
+    }
+    /// Palisade outside `ip:5060`.
+    pub fn outside(self) -> SocketAddr {
+        sa(self.outside_ip(), PALISADE_PORT)
+    }
+    /// PBX `ip:5070`.
+    pub fn pbx(self) -> SocketAddr {
+        sa(self.pbx_ip(), PBX_PORT)
+    }
+    /// Primary carrier `ip:5080`.
+    pub fn carrier_primary(self) -> SocketAddr {
+        sa(self.carrier_primary_ip(), CARRIER_PORT)
+    }
+    /// Secondary carrier `ip:5080`.
+    pub fn carrier_secondary(self) -> SocketAddr {
+        sa(self.carrier_secondary_ip(), CARRIER_PORT)
+    }
+    /// Addresses on the inside (PBX side) that the carrier side must never see.
+    pub fn inside_addresses(self) -> Vec<Ipv4Addr> {
+        vec![self.pbx_ip(), self.inside_ip()]
+    }
+    /// Addresses on the outside (carrier side) that the PBX side must never see.
+    pub fn outside_addresses(self) -> Vec<Ipv4Addr> {
+        vec![
+            self.outside_ip(),
+            self.carrier_primary_ip(),
+            self.carrier_secondary_ip(),
+        ]
+    }
+}
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn slot_names_and_numbers_are_unique() {
+        let names: HashSet<_> = Slot::ALL.iter().map(|s| s.name()).collect();
+        let nums: HashSet<_> = Slot::ALL.iter().map(|s| *s as u8).collect();
+        assert_eq!(names.len(), Slot::ALL.len());
+        assert_eq!(nums.len(), Slot::ALL.len());
+        assert!(nums.iter().all(|n| *n > 0), "slot 0 would be 127.100.0.x, keep it free");
+    }
+
+    #[test]
+    fn addresses_follow_the_lab_topology() {
+        let net = Slot::OutboundCall.net();
+        assert_eq!(net.inside().to_string(), "127.100.20.1:5060");
+        assert_eq!(net.outside().to_string(), "127.100.20.2:5060");
+        assert_eq!(net.pbx().to_string(), "127.100.20.10:5070");
+        assert_eq!(net.carrier_primary().to_string(), "127.100.20.20:5080");
+        assert_eq!(net.carrier_secondary().to_string(), "127.100.20.21:5080");
+    }
+}

@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn late_rearm_restarts_from_now() {
-        let t0 = Instant::now();
+        let t0 = crate::fuzz::test_origin();
         let mut c = Core::new(&TimerConfig::default(), false);
         let fired = Retx {
             at: t0,

@@ -410,6 +410,14 @@ impl Harness {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn random_bytes_run_clean(data in prop::collection::vec(any::<u8>(), 0..512)) {
+            fuzz_drive(&data);
+        }
+    }
 
     #[test]
     fn fixed_inputs_run_clean() {

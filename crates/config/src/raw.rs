@@ -1,0 +1,119 @@
+//! The YAML as written: serde structs that mirror the file one to one.
+//!
+//! Nothing here is validated beyond what the types enforce; `validate.rs`
+//! turns a [`RawConfig`] into a [`crate::Config`]. Values that a later rule may
+//! reject are `Spanned` so the error can point at them. Optional keys are
+//! `Option` so "absent" (take the default) stays distinguishable from "set".
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub(crate) type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub node: Option<RawNode>,
+    pub sip: Option<RawSip>,
+    pub zones: S<Vec<S<RawZone>>>,
+    pub trunks: S<Vec<S<RawTrunk>>>,
+    pub routes: S<Vec<S<RawRoute>>>,
+    pub shutdown: Option<RawShutdown>,
+    pub logging: Option<RawLogging>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNode {
+    pub name: Option<S<String>>,
+    pub user_agent: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSip {
+    pub t1_ms: Option<S<u64>>,
+    pub t2_ms: Option<S<u64>>,
+    pub t4_ms: Option<S<u64>>,
+    pub max_udp_message_bytes: Option<S<u64>>,
+    pub max_tcp_message_bytes: Option<S<u64>>,
+    pub udp_mtu_bytes: Option<S<u64>>,
+    pub max_forwards: Option<S<u64>>,
+    pub member_timeout_ms: Option<S<u64>>,
+    pub no_answer_timeout_seconds: Option<S<u64>>,
+    pub max_calls: Option<S<u64>>,
+    pub udp_receive_buffer_bytes: Option<S<u64>>,
+    pub udp_send_buffer_bytes: Option<S<u64>>,
+    pub tcp_idle_timeout_seconds: Option<S<u64>>,
+    pub tcp_max_connections: Option<S<u64>>,
+    pub tcp_connect_timeout_ms: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawZone {
+    pub name: S<String>,
+    pub sip_address: S<String>,
+    pub transports: Option<S<Vec<S<String>>>>,
+    pub udp_port: Option<S<u16>>,
+    pub tcp_port: Option<S<u16>>,
+    pub media: Option<S<RawMedia>>,
+    pub dscp_sip: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMedia {
+    pub address: Option<S<String>>,
+    pub port_min: Option<S<u16>>,
+    pub port_max: Option<S<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrunk {
+    pub name: S<String>,
+    pub zone: S<String>,
+    pub members: S<Vec<S<RawMember>>>,
+    pub source_addresses: Option<Vec<S<String>>>,
+    pub member_timeout_ms: Option<S<u64>>,
+    pub pass_headers: Option<Vec<S<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMember {
+    pub address: S<String>,
+    pub port: Option<S<u16>>,
+    pub transport: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub name: S<String>,
+    pub from_trunk: Option<S<String>>,
+    pub number_prefixes: Option<S<Vec<S<String>>>>,
+    pub number_regex: Option<S<String>>,
+    pub to_trunk: S<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShutdown {
+    pub grace_seconds: Option<S<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLogging {
+    pub format: Option<S<RawLogFormat>>,
+    pub level: Option<S<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawLogFormat {
+    Text,
+    Json,
+}

@@ -1,1 +1,206 @@
-//! placeholder
+//! Palisade's call engine: a back-to-back user agent.
+//!
+//! Owns: calls as two independent legs (dialogs) with their own Call-ID,
+//! tags, CSeq, branches and Contact; the server and client transactions of
+//! both legs (driving the `palisade-transaction` machines); routing from the
+//! source trunk and dialled number to a destination trunk, with ordered
+//! failover across its members; relaying of responses, re-INVITEs and
+//! in-dialog requests; per-leg ACK generation; CANCEL; teardown on BYE,
+//! timeouts and vanished peers; and topology hiding by construction: every
+//! message a leg receives is built from that leg's own state, and only
+//! headers a trunk's `pass_headers` names (plus body-describing headers)
+//! cross from the other leg.
+//!
+//! Does not own: sockets, the clock, or logging. It is sans-IO: the binary
+//! feeds [`Engine::handle_message`] and [`Engine::handle_timeout`] with the
+//! current `Instant`, then drains [`Engine::poll_transmit`] and
+//! [`Engine::poll_event`], and sleeps until [`Engine::poll_timeout`].
+//! Media (SDP `c=`/`m=` rewriting and relay), normalization rules and NAT
+//! handling plug in later; normalization and NAT attach as [`Stage`]s on a
+//! trunk's outbound pipeline.
+
+mod call;
+mod engine;
+mod ids;
+pub mod sdp;
+mod stage;
+
+use std::net::SocketAddr;
+
+pub use call::{CallRef, Flow, Side};
+pub use engine::{Engine, Transmit};
+pub use ids::IdGen;
+pub use palisade_sip::ParseError;
+pub use stage::{Direction, Stage, StageContext};
+
+/// A transaction's identity inside the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnId(pub u64);
+
+/// Why a call ended (the CDR reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// The caller hung up.
+    CallerBye,
+    /// The callee hung up.
+    CalleeBye,
+    /// The caller cancelled before answer.
+    Cancelled,
+    /// The callee (or the last member tried) refused with a final status.
+    Rejected,
+    /// Every member of the destination trunk failed or stayed silent.
+    Unreachable,
+    /// Ringing exceeded `sip.no_answer_timeout_seconds`.
+    NoAnswer,
+    /// The caller never ACKed the 2xx (RFC 3261 13.3.1.4).
+    AckTimeout,
+    /// A leg answered an in-dialog request with 481/408 or not at all.
+    PeerVanished,
+    /// Palisade shut down.
+    Shutdown,
+}
+
+impl EndReason {
+    /// Stable name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CallerBye => "caller-bye",
+            EndReason::CalleeBye => "callee-bye",
+            EndReason::Cancelled => "cancelled",
+            EndReason::Rejected => "rejected",
+            EndReason::Unreachable => "unreachable",
+            EndReason::NoAnswer => "no-answer",
+            EndReason::AckTimeout => "ack-timeout",
+            EndReason::PeerVanished => "peer-vanished",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Something that happened to a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEventKind {
+    /// A new call was accepted and routed.
+    Started {
+        /// Trunk the INVITE came from.
+        from_trunk: String,
+        /// Trunk it was routed to.
+        to_trunk: String,
+        /// The dialled number.
+        number: String,
+        /// Call-ID of leg A (the caller's).
+        a_call_id: String,
+        /// Call-ID of leg B (Palisade's).
+        b_call_id: String,
+    },
+    /// An INVITE went to a trunk member.
+    Attempt {
+        /// The member's address.
+        member: SocketAddr,
+        /// Its position in the trunk (0 = primary).
+        index: usize,
+    },
+    /// A member failed; the next one is tried if any.
+    Failover {
+        /// The member's address.
+        member: SocketAddr,
+        /// Its final status, or `None` if it never answered.
+        status: Option<u16>,
+    },
+    /// A provisional response was relayed to the caller.
+    Progress {
+        /// The status (180, 183...).
+        status: u16,
+    },
+    /// The callee answered.
+    Answered {
+        /// Milliseconds from the caller's INVITE to the answer (post-dial delay).
+        setup_ms: u64,
+    },
+    /// The call ended.
+    Ended {
+        /// Why.
+        reason: EndReason,
+        /// The final status the caller got, for calls that never connected.
+        status: Option<u16>,
+        /// Talk time in milliseconds (0 if never answered).
+        duration_ms: u64,
+    },
+}
+
+/// A call event with the call it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEvent {
+    /// Palisade's call reference, the same for both legs.
+    pub call: CallRef,
+    /// What happened.
+    pub kind: CallEventKind,
+}
+
+/// What the engine reports for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A call event.
+    Call(CallEvent),
+    /// A message that failed to parse: answered (400/505/513) or dropped.
+    Malformed {
+        /// Where it came from.
+        flow: Flow,
+        /// What was wrong.
+        error: ParseError,
+        /// Whether a response was sent.
+        answered: bool,
+    },
+    /// A request refused before a call existed.
+    Rejected {
+        /// Where it came from.
+        flow: Flow,
+        /// Its method.
+        method: palisade_sip::Method,
+        /// The status sent.
+        status: u16,
+        /// Why (stable name: `unknown-source`, `no-route`, `draining`...).
+        reason: &'static str,
+    },
+}
+
+/// Engine counters since start (gauges noted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Messages handed to the engine.
+    pub messages_received: u64,
+    /// Retransmissions absorbed by transactions.
+    pub retransmissions_received: u64,
+    /// Malformed requests answered with 400/505/513.
+    pub malformed_answered: u64,
+    /// Malformed messages dropped (no way to answer).
+    pub malformed_dropped: u64,
+    /// Responses matching no transaction.
+    pub stray_responses: u64,
+    /// ACKs matching no dialog.
+    pub stray_acks: u64,
+    /// Unusable 2xx answered with ACK and BYE.
+    pub stray_answers_killed: u64,
+    /// Calls accepted.
+    pub calls_started: u64,
+    /// Calls answered.
+    pub calls_answered: u64,
+    /// Calls ended.
+    pub calls_ended: u64,
+    /// INVITEs refused before a call existed.
+    pub calls_rejected: u64,
+    /// Requests Palisade originated.
+    pub requests_sent: u64,
+    /// Transmits dropped because the queue was full (never expected).
+    pub transmits_dropped: u64,
+    /// Events dropped because the queue was full (never expected).
+    pub events_dropped: u64,
+    /// Internal errors (a bug if non-zero).
+    pub internal_errors: u64,
+    /// Gauge: calls in progress.
+    pub active_calls: u64,
+    /// Gauge: server transactions alive.
+    pub server_transactions: u64,
+    /// Gauge: client transactions alive.
+    pub client_transactions: u64,
+}

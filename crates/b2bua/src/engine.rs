@@ -1,0 +1,2229 @@
+//! The engine: dispatch of received messages to transactions and calls,
+//! timers, and everything a call does between its two legs.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use palisade_config::{Config, TrunkId, ZoneId};
+use palisade_sip::{
+    Editor, HeaderName, Message, MessageWriter, Method, ParseError, ParseLimits, Transport,
+    reason_phrase, salvage_request,
+};
+use palisade_transaction::{
+    ClientInvite, ClientKey, ClientNonInvite, Event as TxnEvent, MethodClass, ServerInvite,
+    ServerKey, ServerNonInvite, TimerConfig, TimerQueue, Uas2xxRetransmitter, is_rfc3261_branch,
+};
+use smallvec::SmallVec;
+
+use crate::call::{
+    Attempt, Call, CallRef, CallState, Flow, InviteRelay, Leg, Side, host_str, zone_port,
+};
+use crate::ids::IdGen;
+use crate::sdp;
+use crate::stage::{Direction, Stage, StageContext};
+use crate::{CallEvent, CallEventKind, EndReason, EngineStats, Event, TxnId};
+
+/// Methods Palisade relays within a dialog (advertised in Allow).
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY";
+/// Headers that describe a body; they travel with it (they name no host).
+const BODY_HEADERS: &[HeaderName] = &[
+    HeaderName::ContentDisposition,
+    HeaderName::ContentEncoding,
+    HeaderName::ContentLanguage,
+    HeaderName::Event,
+    HeaderName::SubscriptionState,
+];
+/// Retry-After Palisade sends when it refuses calls because it is draining or full.
+const RETRY_AFTER_SECONDS: u32 = 30;
+/// Most header lines accepted in a message.
+const MAX_HEADERS: usize = 256;
+/// Transmit queue bound: the binary drains it after every input, so this is
+/// only reached if it stops draining; beyond it, messages are dropped and counted.
+const MAX_QUEUED_TRANSMITS: usize = 65_536;
+/// Event queue bound, for the same reason.
+const MAX_QUEUED_EVENTS: usize = 65_536;
+
+/// A message to put on the wire.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// Zone, transport and peer address.
+    pub flow: Flow,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+#[derive(Debug)]
+enum ServerMachine {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+#[derive(Debug)]
+struct ServerTxn {
+    key: ServerKey,
+    machine: ServerMachine,
+    request: Message,
+    flow: Flow,
+    /// To tag of every response Palisade sends in this transaction.
+    to_tag: String,
+    call: Option<(CallRef, Side)>,
+    /// A final response was sent.
+    finished: bool,
+}
+
+#[derive(Debug)]
+enum ClientMachine {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// An attempt of the initial INVITE (index into the call's attempts).
+    Attempt(usize),
+    /// A re-INVITE relayed from the other leg.
+    ReInvite,
+    /// A non-INVITE in-dialog request relayed for this server transaction.
+    Relay(TxnId),
+    /// A BYE Palisade sends to end the call.
+    Bye,
+    /// A CANCEL of an attempt.
+    Cancel,
+}
+
+#[derive(Debug)]
+struct ClientTxn {
+    key: ClientKey,
+    machine: ClientMachine,
+    request: Message,
+    flow: Flow,
+    call: Option<(CallRef, Side)>,
+    purpose: Purpose,
+    /// The transaction got its final answer (or timed out): the call no
+    /// longer waits for it.
+    settled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum CallTimer {
+    /// No response at all from the member of this attempt.
+    MemberTimeout(usize),
+    /// Ringing too long.
+    NoAnswer,
+    /// Retransmission of a relayed 2xx until the ACK.
+    Uas2xx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TimerKey {
+    Server(TxnId),
+    Client(TxnId),
+    Call(CallRef, CallTimer),
+}
+
+/// The B2BUA call engine. Sans-IO: feed it messages and time, drain
+/// transmits and events. See the crate documentation.
+pub struct Engine {
+    cfg: Arc<Config>,
+    timers_cfg: TimerConfig,
+    ids: IdGen,
+    stages: HashMap<TrunkId, Vec<Box<dyn Stage>>>,
+    calls: HashMap<CallRef, Call>,
+    /// Call-ID → (our tag on that leg, call, side).
+    dialogs: HashMap<String, SmallVec<[(String, CallRef, Side); 1]>>,
+    server: HashMap<TxnId, ServerTxn>,
+    server_keys: HashMap<ServerKey, TxnId>,
+    client: HashMap<TxnId, ClientTxn>,
+    client_keys: HashMap<ClientKey, TxnId>,
+    timers: TimerQueue<TimerKey>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: EngineStats,
+    draining: bool,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("calls", &self.calls.len())
+            .field("server_txns", &self.server.len())
+            .field("client_txns", &self.client.len())
+            .field("draining", &self.draining)
+            .finish_non_exhaustive()
+    }
+}
+
+fn timer_config(cfg: &Config) -> TimerConfig {
+    let sip = cfg.sip();
+    TimerConfig {
+        t1: sip.t1,
+        t2: sip.t2,
+        t4: sip.t4,
+    }
+}
+
+/// The server-transaction key of a request (RFC 3261 17.2.3). Requests
+/// without the magic cookie (RFC 2543 peers) get a key from the fields
+/// RFC 2543 matching used: Call-ID, From tag, CSeq number and the Via.
+fn server_key(msg: &Message) -> Option<ServerKey> {
+    let method = msg.method()?;
+    let via = msg.top_via().ok()?;
+    let class = MethodClass::of_request(method.as_str());
+    let host = via.host_raw.to_ascii_lowercase();
+    match via.branch() {
+        Some(b) if is_rfc3261_branch(b) => Some(ServerKey::new(b, &host, via.port, class)),
+        _ => {
+            let legacy = format!(
+                "rfc2543|{}|{}|{}",
+                msg.call_id(),
+                msg.from_tag().unwrap_or(""),
+                msg.cseq().seq
+            );
+            Some(ServerKey::new(&legacy, &host, via.port, class))
+        }
+    }
+}
+
+/// Whether a final failure of an attempt moves on to the next member:
+/// timeout, 408 and every 5xx (503 with Retry-After included).
+fn is_failover_status(status: u16) -> bool {
+    status == 408 || (500..=599).contains(&status)
+}
+
+/// The status relayed to the caller for a callee's final failure. A 503
+/// would tell the caller that Palisade itself is unavailable (RFC 3261
+/// 16.7), so it becomes 500; 3xx would hand the caller the callee's
+/// contacts, so it becomes 480.
+fn caller_status(status: u16) -> u16 {
+    match status {
+        503 => 500,
+        300..=399 => 480,
+        s => s,
+    }
+}
+
+impl Engine {
+    /// A new engine for `cfg`, its identifiers drawn from a CSPRNG seeded
+    /// with `seed` (seed from the OS in production).
+    pub fn new(cfg: Arc<Config>, seed: [u8; 32]) -> Self {
+        Engine {
+            timers_cfg: timer_config(&cfg),
+            cfg,
+            ids: IdGen::new(seed),
+            stages: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            server: HashMap::new(),
+            server_keys: HashMap::new(),
+            client: HashMap::new(),
+            client_keys: HashMap::new(),
+            timers: TimerQueue::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EngineStats::default(),
+            draining: false,
+            next_id: 1,
+        }
+    }
+
+    /// Installs the outbound stages of a trunk (normalization, NAT...).
+    pub fn set_stages(&mut self, trunk: TrunkId, stages: Vec<Box<dyn Stage>>) {
+        if stages.is_empty() {
+            self.stages.remove(&trunk);
+        } else {
+            self.stages.insert(trunk, stages);
+        }
+    }
+
+    /// Replaces the configuration (SIGHUP). Calls in progress keep the
+    /// snapshot they started with; new calls use `cfg`. The caller checks
+    /// that zones and listeners did not change.
+    pub fn reload(&mut self, cfg: Arc<Config>) {
+        self.timers_cfg = timer_config(&cfg);
+        self.cfg = cfg;
+        self.stages.clear();
+    }
+
+    /// Stops taking new calls (they get 503 with Retry-After); calls in
+    /// progress continue.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Number of calls in progress (any state).
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            active_calls: self.calls.len() as u64,
+            server_transactions: self.server.len() as u64,
+            client_transactions: self.client.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Ends every call now: BYE on both legs of answered calls, 503 to the
+    /// caller and CANCEL toward the callee for calls still ringing.
+    pub fn terminate_all(&mut self, now: Instant) {
+        let ids: Vec<CallRef> = self.calls.keys().copied().collect();
+        for id in ids {
+            self.end_call(now, id, EndReason::Shutdown, Some(503));
+        }
+    }
+
+    /// The earliest time [`Engine::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event (call events, malformed input) for logs and metrics.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn next_txn_id(&mut self) -> TxnId {
+        self.next_id += 1;
+        TxnId(self.next_id)
+    }
+
+    fn emit(&mut self, e: Event) {
+        if self.events.len() < MAX_QUEUED_EVENTS {
+            self.events.push_back(e);
+        } else {
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    fn call_event(&mut self, call: CallRef, kind: CallEventKind) {
+        self.emit(Event::Call(CallEvent { call, kind }));
+    }
+
+    fn transmit(&mut self, flow: Flow, data: Bytes) {
+        if self.transmits.len() < MAX_QUEUED_TRANSMITS {
+            self.transmits.push_back(Transmit { flow, data });
+        } else {
+            self.stats.transmits_dropped += 1;
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Input
+    // ------------------------------------------------------------------
+
+    /// Handles one message received on `zone` over `transport` from `remote`.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        zone: ZoneId,
+        transport: Transport,
+        remote: SocketAddr,
+        data: Bytes,
+    ) {
+        self.stats.messages_received += 1;
+        let flow = Flow {
+            zone,
+            transport,
+            remote,
+        };
+        let sip = self.cfg.sip();
+        let limits = ParseLimits {
+            max_message_bytes: match transport {
+                Transport::Udp => sip.max_udp_message_bytes,
+                Transport::Tcp | Transport::Tls => sip.max_tcp_message_bytes,
+            },
+            max_headers: MAX_HEADERS,
+        };
+        match Message::parse(data.clone(), &limits) {
+            Ok(msg) if msg.is_request() => self.on_request(now, flow, msg),
+            Ok(msg) => self.on_response(now, msg),
+            Err(e) => self.on_malformed(flow, &data, e),
+        }
+    }
+
+    fn on_malformed(&mut self, flow: Flow, data: &[u8], error: ParseError) {
+        let agent = self
+            .cfg
+            .zone(flow.zone)
+            .map(|z| host_str(z.sip_address))
+            .unwrap_or_default();
+        let answered = match salvage_request(data) {
+            Some(s) => {
+                let status = error.status_code();
+                let r = s.response(
+                    status,
+                    reason_phrase(status),
+                    &agent,
+                    &error.to_string(),
+                    Some(flow.remote),
+                );
+                self.transmit(flow, r);
+                self.stats.malformed_answered += 1;
+                true
+            }
+            None => {
+                self.stats.malformed_dropped += 1;
+                false
+            }
+        };
+        self.emit(Event::Malformed {
+            flow,
+            error,
+            answered,
+        });
+    }
+
+    fn on_request(&mut self, now: Instant, flow: Flow, msg: Message) {
+        let Some(key) = server_key(&msg) else {
+            self.stats.malformed_dropped += 1;
+            return;
+        };
+        let method = msg.method().cloned().unwrap_or(Method::Options);
+        if method == Method::Ack {
+            if let Some(&id) = self.server_keys.get(&key) {
+                // ACK of a non-2xx final: the INVITE transaction absorbs it.
+                if let Some(t) = self.server.get_mut(&id) {
+                    if let ServerMachine::Invite(m) = &mut t.machine {
+                        m.on_ack(now);
+                    }
+                }
+                self.drive_server(now, id);
+                return;
+            }
+            self.on_dialog_ack(now, msg);
+            return;
+        }
+        if let Some(&id) = self.server_keys.get(&key) {
+            self.stats.retransmissions_received += 1;
+            if let Some(t) = self.server.get_mut(&id) {
+                match &mut t.machine {
+                    ServerMachine::Invite(m) => m.on_request_retransmit(now),
+                    ServerMachine::NonInvite(m) => m.on_request_retransmit(now),
+                }
+            }
+            self.drive_server(now, id);
+            return;
+        }
+        if method == Method::Cancel {
+            self.on_cancel(now, flow, msg, key);
+            return;
+        }
+        if msg.to_tag().is_some() {
+            self.on_in_dialog(now, flow, msg, key);
+            return;
+        }
+        match method {
+            Method::Invite => self.on_initial_invite(now, flow, msg, key),
+            Method::Options => {
+                let id = self.new_server_txn(now, flow, msg, key, None);
+                self.respond(now, id, 200, |w| {
+                    w.header(HeaderName::Allow, ALLOW);
+                    w.header(HeaderName::Accept, "application/sdp");
+                });
+            }
+            Method::Bye | Method::Prack | Method::Update | Method::Info => {
+                let id = self.new_server_txn(now, flow, msg, key, None);
+                self.respond(now, id, 481, |_| {});
+            }
+            Method::Extension(_) => {
+                let id = self.new_server_txn(now, flow, msg, key, None);
+                self.respond(now, id, 501, |w| {
+                    w.header(HeaderName::Allow, ALLOW);
+                });
+            }
+            _ => {
+                let id = self.new_server_txn(now, flow, msg, key, None);
+                self.respond(now, id, 405, |w| {
+                    w.header(HeaderName::Allow, ALLOW);
+                });
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Server transactions
+    // ------------------------------------------------------------------
+
+    fn new_server_txn(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        request: Message,
+        key: ServerKey,
+        call: Option<(CallRef, Side, String)>,
+    ) -> TxnId {
+        let id = self.next_txn_id();
+        let reliable = flow.transport.is_reliable();
+        let machine = if request.method() == Some(&Method::Invite) {
+            ServerMachine::Invite(ServerInvite::new(now, &self.timers_cfg, reliable))
+        } else {
+            ServerMachine::NonInvite(ServerNonInvite::new(now, &self.timers_cfg, reliable))
+        };
+        let (call, to_tag) = match call {
+            Some((c, s, tag)) => (Some((c, s)), tag),
+            None => (
+                None,
+                request
+                    .to_tag()
+                    .map_or_else(|| self.ids.tag(), str::to_owned),
+            ),
+        };
+        self.server_keys.insert(key.clone(), id);
+        self.server.insert(
+            id,
+            ServerTxn {
+                key,
+                machine,
+                request,
+                flow,
+                to_tag,
+                call,
+                finished: false,
+            },
+        );
+        id
+    }
+
+    /// Sends a response in server transaction `id`; `extra` adds headers.
+    fn respond(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        status: u16,
+        extra: impl FnOnce(&mut MessageWriter),
+    ) {
+        self.respond_with_body(now, id, status, extra, None, None);
+    }
+
+    fn respond_with_body(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        status: u16,
+        extra: impl FnOnce(&mut MessageWriter),
+        content_type: Option<&str>,
+        body: Option<&[u8]>,
+    ) {
+        let Some(t) = self.server.get(&id) else {
+            return;
+        };
+        if t.finished {
+            return;
+        }
+        let tag = (status != 100).then_some(t.to_tag.as_str());
+        let mut w = MessageWriter::response_to(
+            &t.request,
+            status,
+            reason_phrase(status),
+            Some(t.flow.remote),
+            tag,
+        );
+        w.header(HeaderName::Server, &self.cfg.node().user_agent);
+        extra(&mut w);
+        let bytes = w.finish(content_type, body.unwrap_or(&[]));
+        let trunk = t
+            .call
+            .and_then(|(c, s)| self.calls.get(&c).map(|call| call.leg(s).trunk));
+        let bytes = self.run_stages(trunk, bytes, None);
+        let Some(t) = self.server.get_mut(&id) else {
+            return;
+        };
+        let result = match &mut t.machine {
+            ServerMachine::Invite(m) => m.send_response(now, status, bytes.clone()),
+            ServerMachine::NonInvite(m) => m.send_response(now, status, bytes.clone()),
+        };
+        if status >= 200 {
+            t.finished = true;
+        }
+        if result.is_err() {
+            self.stats.internal_errors += 1;
+        }
+        if status >= 200 && (200..300).contains(&status) {
+            if let ServerMachine::Invite(_) = t.machine {
+                // The 2xx of an INVITE is retransmitted by the TU core
+                // (RFC 3261 13.3.1.4); the caller of `respond` owns that.
+                let flow = t.flow;
+                self.transmit(flow, bytes);
+            }
+        }
+        self.drive_server(now, id);
+    }
+
+    /// Flushes a server transaction's transmits and events; drops it when terminated.
+    fn drive_server(&mut self, now: Instant, id: TxnId) {
+        let _ = now;
+        let Some(t) = self.server.get_mut(&id) else {
+            return;
+        };
+        let flow = t.flow;
+        let mut out: SmallVec<[Bytes; 2]> = SmallVec::new();
+        let mut events: SmallVec<[TxnEvent; 2]> = SmallVec::new();
+        let deadline;
+        match &mut t.machine {
+            ServerMachine::Invite(m) => {
+                while let Some(b) = m.poll_transmit() {
+                    out.push(b);
+                }
+                while let Some(e) = m.poll_event() {
+                    events.push(e);
+                }
+                deadline = m.poll_timeout();
+            }
+            ServerMachine::NonInvite(m) => {
+                while let Some(b) = m.poll_transmit() {
+                    out.push(b);
+                }
+                while let Some(e) = m.poll_event() {
+                    events.push(e);
+                }
+                deadline = m.poll_timeout();
+            }
+        }
+        for b in out {
+            self.transmit(flow, b);
+        }
+        let mut terminated = false;
+        for e in events {
+            if e == TxnEvent::Terminated {
+                terminated = true;
+            }
+        }
+        if terminated {
+            self.timers.cancel(&TimerKey::Server(id));
+            if let Some(t) = self.server.remove(&id) {
+                if self.server_keys.get(&t.key) == Some(&id) {
+                    self.server_keys.remove(&t.key);
+                }
+            }
+        } else {
+            self.timers.set(TimerKey::Server(id), deadline);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Client transactions
+    // ------------------------------------------------------------------
+
+    /// Sends a request Palisade built in a new client transaction.
+    fn send_request(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        bytes: Bytes,
+        call: Option<(CallRef, Side)>,
+        purpose: Purpose,
+    ) -> Option<TxnId> {
+        let trunk = call.and_then(|(c, s)| self.calls.get(&c).map(|call| call.leg(s).trunk));
+        let bytes = self.run_stages(trunk, bytes, None);
+        let limits = ParseLimits {
+            max_message_bytes: usize::MAX,
+            max_headers: usize::MAX,
+        };
+        let request = match Message::parse(bytes.clone(), &limits) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.internal_errors += 1;
+                return None;
+            }
+        };
+        let branch = request.branch().unwrap_or_default().to_owned();
+        let method = request.method().cloned().unwrap_or(Method::Options);
+        let key = ClientKey::new(&branch, MethodClass::of_request(method.as_str()));
+        let reliable = flow.transport.is_reliable();
+        let machine = if method == Method::Invite {
+            ClientMachine::Invite(ClientInvite::new(now, &self.timers_cfg, reliable, bytes))
+        } else {
+            ClientMachine::NonInvite(ClientNonInvite::new(now, &self.timers_cfg, reliable, bytes))
+        };
+        let id = self.next_txn_id();
+        self.client_keys.insert(key.clone(), id);
+        self.client.insert(
+            id,
+            ClientTxn {
+                key,
+                machine,
+                request,
+                flow,
+                call,
+                purpose,
+                settled: false,
+            },
+        );
+        if let Some((c, _)) = call {
+            if let Some(call) = self.calls.get_mut(&c) {
+                call.outstanding += 1;
+            }
+        }
+        self.stats.requests_sent += 1;
+        self.drive_client(now, id);
+        Some(id)
+    }
+
+    fn drive_client(&mut self, now: Instant, id: TxnId) {
+        let Some(t) = self.client.get_mut(&id) else {
+            return;
+        };
+        let flow = t.flow;
+        let mut out: SmallVec<[Bytes; 2]> = SmallVec::new();
+        let mut events: SmallVec<[TxnEvent; 2]> = SmallVec::new();
+        let deadline;
+        match &mut t.machine {
+            ClientMachine::Invite(m) => {
+                while let Some(b) = m.poll_transmit() {
+                    out.push(b);
+                }
+                while let Some(e) = m.poll_event() {
+                    events.push(e);
+                }
+                deadline = m.poll_timeout();
+            }
+            ClientMachine::NonInvite(m) => {
+                while let Some(b) = m.poll_transmit() {
+                    out.push(b);
+                }
+                while let Some(e) = m.poll_event() {
+                    events.push(e);
+                }
+                deadline = m.poll_timeout();
+            }
+        }
+        for b in out {
+            self.transmit(flow, b);
+        }
+        let mut terminated = false;
+        for e in events {
+            match e {
+                TxnEvent::Timeout | TxnEvent::TransportError => {
+                    self.on_client_final(now, id, 408, None);
+                }
+                TxnEvent::Terminated => terminated = true,
+            }
+        }
+        if terminated {
+            self.timers.cancel(&TimerKey::Client(id));
+            self.settle(now, id);
+            if let Some(t) = self.client.remove(&id) {
+                if self.client_keys.get(&t.key) == Some(&id) {
+                    self.client_keys.remove(&t.key);
+                }
+            }
+        } else {
+            self.timers.set(TimerKey::Client(id), deadline);
+        }
+    }
+
+    /// Marks a client transaction as answered for its call's bookkeeping;
+    /// removes a finished call when nothing is outstanding any more.
+    fn settle(&mut self, now: Instant, id: TxnId) {
+        let Some(t) = self.client.get_mut(&id) else {
+            return;
+        };
+        if t.settled {
+            return;
+        }
+        t.settled = true;
+        let call = t.call;
+        if let Some((c, _)) = call {
+            if let Some(call) = self.calls.get_mut(&c) {
+                call.outstanding = call.outstanding.saturating_sub(1);
+            }
+            self.maybe_remove_call(now, c);
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, msg: Message) {
+        let Some(branch) = msg.branch() else {
+            self.stats.stray_responses += 1;
+            return;
+        };
+        let key = ClientKey::new(branch, MethodClass::of_response(msg.cseq().method.as_str()));
+        let Some(&id) = self.client_keys.get(&key) else {
+            self.stats.stray_responses += 1;
+            return;
+        };
+        let status = msg.status().unwrap_or(500);
+        let Some(t) = self.client.get_mut(&id) else {
+            return;
+        };
+        let disposition = match &mut t.machine {
+            ClientMachine::Invite(m) => {
+                let d = m.on_response(now, status);
+                if d.needs_ack() {
+                    let ack = MessageWriter::ack_for_failure(&t.request, &msg);
+                    if m.send_ack(ack).is_err() {
+                        self.stats.internal_errors += 1;
+                    }
+                }
+                d
+            }
+            ClientMachine::NonInvite(m) => m.on_response(now, status),
+        };
+        if disposition.pass_to_tu() {
+            if status >= 200 {
+                self.on_client_final(now, id, status, Some(&msg));
+            } else {
+                self.on_client_provisional(now, id, &msg);
+            }
+        } else {
+            self.stats.retransmissions_received += 1;
+        }
+        self.drive_client(now, id);
+    }
+
+    // ------------------------------------------------------------------
+    // Timers
+    // ------------------------------------------------------------------
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<TimerKey> = self.timers.pop_expired(now).collect();
+        for key in due {
+            match key {
+                TimerKey::Server(id) => {
+                    if let Some(t) = self.server.get_mut(&id) {
+                        match &mut t.machine {
+                            ServerMachine::Invite(m) => m.handle_timeout(now),
+                            ServerMachine::NonInvite(m) => m.handle_timeout(now),
+                        }
+                    }
+                    self.drive_server(now, id);
+                }
+                TimerKey::Client(id) => {
+                    if let Some(t) = self.client.get_mut(&id) {
+                        match &mut t.machine {
+                            ClientMachine::Invite(m) => m.handle_timeout(now),
+                            ClientMachine::NonInvite(m) => m.handle_timeout(now),
+                        }
+                    }
+                    self.drive_client(now, id);
+                }
+                TimerKey::Call(c, CallTimer::MemberTimeout(i)) => self.on_member_timeout(now, c, i),
+                TimerKey::Call(c, CallTimer::NoAnswer) => {
+                    if self
+                        .calls
+                        .get(&c)
+                        .is_some_and(|call| call.state == CallState::Early)
+                    {
+                        self.end_call(now, c, EndReason::NoAnswer, Some(408));
+                    }
+                }
+                TimerKey::Call(c, CallTimer::Uas2xx) => self.on_uas2xx_timer(now, c),
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Stages
+    // ------------------------------------------------------------------
+
+    fn run_stages(
+        &mut self,
+        trunk: Option<TrunkId>,
+        bytes: Bytes,
+        source: Option<&Message>,
+    ) -> Bytes {
+        let Some(trunk) = trunk else {
+            return bytes;
+        };
+        let Some(stages) = self.stages.get(&trunk) else {
+            return bytes;
+        };
+        let limits = ParseLimits {
+            max_message_bytes: usize::MAX,
+            max_headers: usize::MAX,
+        };
+        let Ok(msg) = Message::parse(bytes.clone(), &limits) else {
+            return bytes;
+        };
+        let name = self
+            .cfg
+            .trunk(trunk)
+            .map(|t| t.name.as_str())
+            .unwrap_or_default();
+        let ctx = StageContext {
+            trunk,
+            trunk_name: name,
+            direction: Direction::Outbound,
+            source,
+        };
+        let mut edit = Editor::new(&msg);
+        for s in stages {
+            s.apply(&ctx, &mut edit);
+        }
+        if edit.is_modified() {
+            edit.finish()
+        } else {
+            bytes
+        }
+    }
+}
+
+// ----------------------------------------------------------------------
+// Calls
+// ----------------------------------------------------------------------
+
+impl Engine {
+    fn register_dialog(&mut self, call_id: &str, tag: &str, call: CallRef, side: Side) {
+        self.dialogs
+            .entry(call_id.to_owned())
+            .or_default()
+            .push((tag.to_owned(), call, side));
+    }
+
+    fn unregister_dialog(&mut self, call_id: &str, tag: &str) {
+        if let Some(v) = self.dialogs.get_mut(call_id) {
+            v.retain(|(t, _, _)| t != tag);
+            if v.is_empty() {
+                self.dialogs.remove(call_id);
+            }
+        }
+    }
+
+    fn find_dialog(&self, msg: &Message) -> Option<(CallRef, Side)> {
+        let tag = msg.to_tag()?;
+        self.dialogs
+            .get(msg.call_id())?
+            .iter()
+            .find(|(t, _, _)| t == tag)
+            .map(|&(_, c, s)| (c, s))
+    }
+
+    fn reject(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        msg: Message,
+        key: ServerKey,
+        status: u16,
+        why: &'static str,
+    ) {
+        let method = msg.method().cloned().unwrap_or(Method::Options);
+        let id = self.new_server_txn(now, flow, msg, key, None);
+        self.respond(now, id, status, |w| {
+            if status == 503 {
+                w.header_fmt(
+                    HeaderName::RetryAfter,
+                    format_args!("{RETRY_AFTER_SECONDS}"),
+                );
+            }
+        });
+        self.stats.calls_rejected += 1;
+        self.emit(Event::Rejected {
+            flow,
+            method,
+            status,
+            reason: why,
+        });
+    }
+
+    fn on_initial_invite(&mut self, now: Instant, flow: Flow, msg: Message, key: ServerKey) {
+        let cfg = Arc::clone(&self.cfg);
+        let Some(in_trunk) = cfg.trunk_for_source(flow.zone, flow.remote.ip()) else {
+            return self.reject(now, flow, msg, key, 403, "unknown-source");
+        };
+        if self.draining {
+            return self.reject(now, flow, msg, key, 503, "draining");
+        }
+        if self.calls.len() >= cfg.sip().max_calls as usize {
+            return self.reject(now, flow, msg, key, 503, "max-calls");
+        }
+        if msg.max_forwards() == Some(0) {
+            return self.reject(now, flow, msg, key, 483, "max-forwards");
+        }
+        let required: Vec<String> = msg.tokens(HeaderName::Require).map(str::to_owned).collect();
+        if !required.is_empty() {
+            let id = self.new_server_txn(now, flow, msg, key, None);
+            let list = required.join(", ");
+            self.respond(now, id, 420, |w| {
+                w.header(HeaderName::Unsupported, &list);
+            });
+            self.stats.calls_rejected += 1;
+            return;
+        }
+        let contact = msg
+            .contacts()
+            .next()
+            .and_then(Result::ok)
+            .map(|c| c.uri_str.to_owned());
+        let Some(contact) = contact else {
+            return self.reject(now, flow, msg, key, 400, "no-contact");
+        };
+        let Some(uri) = msg.request_uri() else {
+            return self.reject(now, flow, msg, key, 400, "bad-request-uri");
+        };
+        let number = match uri {
+            palisade_sip::Uri::Other { .. } => {
+                return self.reject(now, flow, msg, key, 416, "uri-scheme");
+            }
+            u => match u.number() {
+                Some(n) if !n.is_empty() => n.to_owned(),
+                _ => return self.reject(now, flow, msg, key, 404, "no-number"),
+            },
+        };
+        let user_phone = uri
+            .as_sip()
+            .is_some_and(|s| s.params.get("user") == Some(Some("phone")));
+        let Some(route) = cfg.route_for(in_trunk, &number) else {
+            return self.reject(now, flow, msg, key, 404, "no-route");
+        };
+        let out_trunk = route.to_trunk;
+        let (Some(tin), Some(tout)) = (cfg.trunk(in_trunk), cfg.trunk(out_trunk)) else {
+            return self.reject(now, flow, msg, key, 500, "config");
+        };
+        let Some(first) = tout.members.first() else {
+            return self.reject(now, flow, msg, key, 500, "config");
+        };
+        let Some(out_zone) = cfg.zone(tout.zone) else {
+            return self.reject(now, flow, msg, key, 500, "config");
+        };
+        let Some(in_zone) = cfg.zone(flow.zone) else {
+            return self.reject(now, flow, msg, key, 500, "config");
+        };
+
+        // Leg A: the caller's dialog, as the caller set it up.
+        let call_ref = CallRef(self.ids.cseq() as u64 | (self.next_id << 32));
+        self.next_id += 1;
+        let a_tag = self.ids.tag();
+        let to_value = msg
+            .headers()
+            .find(|h| h.name == HeaderName::To)
+            .and_then(|h| h.value_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let from_value = msg
+            .headers()
+            .find(|h| h.name == HeaderName::From)
+            .and_then(|h| h.value_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let a_route: Vec<String> = msg
+            .record_routes()
+            .filter_map(|r| r.ok().map(|r| format!("<{}>", r.uri_str)))
+            .collect();
+        let a = Leg {
+            trunk: in_trunk,
+            flow,
+            call_id: msg.call_id().to_owned(),
+            local_tag: a_tag.clone(),
+            remote_tag: msg.from_tag().map(str::to_owned),
+            local_hdr: format!("{to_value};tag={a_tag}"),
+            // The caller's From already carries its tag.
+            remote_base: from_value,
+            remote_target: contact,
+            route_set: a_route,
+            next_cseq: self.ids.cseq(),
+            remote_cseq: msg.cseq().seq,
+            contact: contact_value(in_zone, flow.transport),
+        };
+
+        // Leg B: built from Palisade's own state only.
+        let b_flow = Flow {
+            zone: tout.zone,
+            transport: first.transport,
+            remote: first.socket_addr(),
+        };
+        let b_tag = self.ids.tag();
+        let caller = msg.from().ok();
+        let caller_user = caller
+            .as_ref()
+            .and_then(|f| f.uri.number())
+            .filter(|u| !u.is_empty())
+            .unwrap_or("anonymous")
+            .to_owned();
+        let display = caller.as_ref().and_then(|f| f.display).map(str::to_owned);
+        let from_b = match display {
+            Some(d) => format!(
+                "{d} <sip:{caller_user}@{}>;tag={b_tag}",
+                host_str(out_zone.sip_address)
+            ),
+            None => format!(
+                "<sip:{caller_user}@{}>;tag={b_tag}",
+                host_str(out_zone.sip_address)
+            ),
+        };
+        let b = Leg {
+            trunk: out_trunk,
+            flow: b_flow,
+            call_id: self.ids.call_id(),
+            local_tag: b_tag,
+            remote_tag: None,
+            local_hdr: from_b,
+            remote_base: String::new(),
+            remote_target: String::new(),
+            route_set: Vec::new(),
+            next_cseq: self.ids.cseq(),
+            remote_cseq: 0,
+            contact: contact_value(out_zone, first.transport),
+        };
+        let (a_call_id, b_call_id) = (a.call_id.clone(), b.call_id.clone());
+        let offer_in_invite = msg.has_sdp();
+        let from_trunk = tin.name.clone();
+        let to_trunk = tout.name.clone();
+
+        let server = self.new_server_txn(
+            now,
+            flow,
+            msg,
+            key,
+            Some((call_ref, Side::A, a_tag.clone())),
+        );
+        self.register_dialog(&a_call_id, &a_tag, call_ref, Side::A);
+        let b_local_tag = b.local_tag.clone();
+        self.register_dialog(&b_call_id, &b_local_tag, call_ref, Side::B);
+        self.calls.insert(
+            call_ref,
+            Call {
+                cfg: Arc::clone(&cfg),
+                state: CallState::Early,
+                a,
+                b,
+                out_trunk,
+                attempts: Vec::new(),
+                invite: Some(InviteRelay {
+                    origin: Side::A,
+                    server,
+                    client: None,
+                    offer_in_invite,
+                    target_cseq: 0,
+                    answered: false,
+                    retrans: None,
+                }),
+                last_ack: None,
+                final_status: None,
+                started_at: now,
+                answered_at: None,
+                outstanding: 0,
+                end_reason: None,
+                cancelled: false,
+            },
+        );
+        self.stats.calls_started += 1;
+        self.respond(now, server, 100, |_| {});
+        self.call_event(
+            call_ref,
+            CallEventKind::Started {
+                from_trunk,
+                to_trunk,
+                number: number.clone(),
+                a_call_id,
+                b_call_id,
+            },
+        );
+        self.timers.set(
+            TimerKey::Call(call_ref, CallTimer::NoAnswer),
+            Some(now + cfg.sip().no_answer_timeout),
+        );
+        self.start_attempt(now, call_ref, 0, &number, user_phone);
+    }
+
+    /// Sends the initial INVITE toward member `member` of the out trunk.
+    fn start_attempt(
+        &mut self,
+        now: Instant,
+        c: CallRef,
+        member: usize,
+        number: &str,
+        user_phone: bool,
+    ) {
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let cfg = Arc::clone(&call.cfg);
+        let (Some(trunk), Some(server)) = (
+            cfg.trunk(call.out_trunk),
+            call.invite.as_ref().map(|r| r.server),
+        ) else {
+            return;
+        };
+        let Some(m) = trunk.members.get(member) else {
+            return;
+        };
+        let Some(zone) = cfg.zone(trunk.zone) else {
+            return;
+        };
+        let Some(a_invite) = self.server.get(&server).map(|t| t.request.clone()) else {
+            return;
+        };
+        let target_host = match m.address {
+            std::net::IpAddr::V4(a) => a.to_string(),
+            std::net::IpAddr::V6(a) => format!("[{a}]"),
+        };
+        let params = if user_phone { ";user=phone" } else { "" };
+        let transport_param = match m.transport {
+            Transport::Udp => String::new(),
+            t => format!(";transport={}", t.uri_param()),
+        };
+        let ruri = format!(
+            "sip:{number}@{target_host}:{}{params}{transport_param}",
+            m.port
+        );
+        let to = format!("<sip:{number}@{target_host}:{}{params}>", m.port);
+        let b = &mut call.b;
+        b.flow = Flow {
+            zone: trunk.zone,
+            transport: m.transport,
+            remote: m.socket_addr(),
+        };
+        b.remote_base = to;
+        b.remote_target = ruri;
+        b.remote_tag = None;
+        b.contact = contact_value(zone, m.transport);
+        let branch = self.ids.branch();
+        // Max-Forwards: the caller's budget, minus this hop.
+        let mf = a_invite.max_forwards().map_or(cfg.sip().max_forwards, |v| {
+            v.saturating_sub(1).min(cfg.sip().max_forwards)
+        });
+        let (mut w, seq) = b.request(
+            &Method::Invite,
+            zone,
+            &branch,
+            None,
+            &cfg.node().user_agent,
+            mf,
+        );
+        w.header(HeaderName::Contact, &b.contact);
+        w.header(HeaderName::Allow, ALLOW);
+        copy_passed_headers(&mut w, &a_invite, trunk);
+        let flow = b.flow;
+        let bytes = finish_with_body(w, &a_invite, zone.sip_address);
+        if let Some(r) = call.invite.as_mut() {
+            r.target_cseq = seq;
+        }
+        let idx = call.attempts.len();
+        let Some(id) =
+            self.send_request(now, flow, bytes, Some((c, Side::B)), Purpose::Attempt(idx))
+        else {
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(&c) {
+            call.attempts.push(Attempt {
+                txn: id,
+                member,
+                responded: false,
+                provisional: false,
+                abandoned: false,
+                cancel_sent: false,
+                done: false,
+            });
+            let timeout = trunk.member_timeout;
+            self.timers.set(
+                TimerKey::Call(c, CallTimer::MemberTimeout(idx)),
+                Some(now + timeout),
+            );
+        }
+        self.call_event(
+            c,
+            CallEventKind::Attempt {
+                member: flow.remote,
+                index: member,
+            },
+        );
+    }
+
+    fn on_member_timeout(&mut self, now: Instant, c: CallRef, idx: usize) {
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(a) = call.attempts.get_mut(idx) else {
+            return;
+        };
+        if a.responded || a.done || a.abandoned {
+            return;
+        }
+        // Silent member: give up on it; a late answer is cleaned up.
+        a.abandoned = true;
+        let member = a.member;
+        let remote = call.b.flow.remote;
+        self.call_event(
+            c,
+            CallEventKind::Failover {
+                member: remote,
+                status: None,
+            },
+        );
+        self.next_member_or_fail(now, c, member, 408);
+    }
+
+    /// Tries the member after `member`, or relays `status` to the caller.
+    fn next_member_or_fail(&mut self, now: Instant, c: CallRef, member: usize, status: u16) {
+        let Some(call) = self.calls.get(&c) else {
+            return;
+        };
+        if call.state != CallState::Early {
+            return;
+        }
+        let members = call
+            .cfg
+            .trunk(call.out_trunk)
+            .map_or(0, |t| t.members.len());
+        let next = member + 1;
+        if is_failover_status(status) && next < members {
+            let Some(server) = call.invite.as_ref().map(|r| r.server) else {
+                return;
+            };
+            let Some(req) = self.server.get(&server).map(|t| t.request.clone()) else {
+                return;
+            };
+            let Some(uri) = req.request_uri() else {
+                return;
+            };
+            let number = uri.number().unwrap_or_default().to_owned();
+            let user_phone = uri
+                .as_sip()
+                .is_some_and(|s| s.params.get("user") == Some(Some("phone")));
+            self.start_attempt(now, c, next, &number, user_phone);
+        } else {
+            let reason = if is_failover_status(status) {
+                EndReason::Unreachable
+            } else {
+                EndReason::Rejected
+            };
+            self.end_call(now, c, reason, Some(caller_status(status)));
+        }
+    }
+
+    fn on_client_provisional(&mut self, now: Instant, id: TxnId, msg: &Message) {
+        let Some(t) = self.client.get(&id) else {
+            return;
+        };
+        let (Some((c, side)), purpose) = (t.call, t.purpose) else {
+            return;
+        };
+        let status = msg.status().unwrap_or(100);
+        match purpose {
+            Purpose::Attempt(idx) => {
+                let Some(call) = self.calls.get_mut(&c) else {
+                    return;
+                };
+                let Some(a) = call.attempts.get_mut(idx) else {
+                    return;
+                };
+                a.responded = true;
+                self.timers
+                    .cancel(&TimerKey::Call(c, CallTimer::MemberTimeout(idx)));
+                if status == 100 {
+                    return;
+                }
+                a.provisional = true;
+                if a.abandoned || call.state != CallState::Early {
+                    // Cancelled before the callee said anything: now a CANCEL may go.
+                    if !a.cancel_sent {
+                        self.cancel_attempt(now, c, idx);
+                    }
+                    return;
+                }
+                // Early dialog on B: remember the callee's tag for UPDATE/early BYE.
+                if let Some(tag) = msg.to_tag() {
+                    call.b.remote_tag = Some(tag.to_owned());
+                    if let Some(Ok(ct)) = msg.contacts().next() {
+                        call.b.remote_target = ct.uri_str.to_owned();
+                    }
+                }
+                self.relay_response(now, c, Side::A, msg, true);
+                self.call_event(c, CallEventKind::Progress { status });
+            }
+            Purpose::ReInvite | Purpose::Relay(_) if status > 100 => {
+                let target = side.other();
+                if let Purpose::Relay(server) = purpose {
+                    self.relay_response_to(now, c, target, server, msg, false);
+                } else if let Some(server) = self
+                    .calls
+                    .get(&c)
+                    .and_then(|call| call.invite.as_ref().map(|r| r.server))
+                {
+                    self.relay_response_to(now, c, target, server, msg, true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_client_final(&mut self, now: Instant, id: TxnId, status: u16, msg: Option<&Message>) {
+        let Some(t) = self.client.get(&id) else {
+            return;
+        };
+        let (call, purpose) = (t.call, t.purpose);
+        let is_2xx = (200..300).contains(&status);
+        if !is_2xx {
+            // Non-2xx finals settle the transaction; a 2xx to an INVITE
+            // keeps it Accepted for retransmissions (RFC 6026), but the call
+            // does not wait for that.
+            self.settle(now, id);
+        } else {
+            self.settle(now, id);
+        }
+        let Some((c, side)) = call else {
+            return;
+        };
+        if !self.calls.contains_key(&c) {
+            if is_2xx && matches!(purpose, Purpose::Attempt(_)) {
+                if let Some(m) = msg {
+                    self.kill_stray_2xx(now, id, m);
+                }
+            }
+            return;
+        }
+        match purpose {
+            Purpose::Attempt(idx) => self.on_attempt_final(now, c, idx, id, status, msg),
+            Purpose::ReInvite => self.on_reinvite_final(now, c, side, status, msg),
+            Purpose::Relay(server) => {
+                let target = side.other();
+                match msg {
+                    Some(m) => self.relay_response_to(now, c, target, server, m, false),
+                    None => self.respond(now, server, status, |_| {}),
+                }
+                if status == 481 || (status == 408 && msg.is_none()) {
+                    // RFC 5057: the peer lost the dialog; end the call.
+                    self.end_call(now, c, EndReason::PeerVanished, None);
+                }
+            }
+            Purpose::Bye | Purpose::Cancel => {}
+        }
+    }
+
+    fn on_attempt_final(
+        &mut self,
+        now: Instant,
+        c: CallRef,
+        idx: usize,
+        txn: TxnId,
+        status: u16,
+        msg: Option<&Message>,
+    ) {
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(a) = call.attempts.get_mut(idx) else {
+            return;
+        };
+        self.timers
+            .cancel(&TimerKey::Call(c, CallTimer::MemberTimeout(idx)));
+        let first_final = !a.done;
+        a.done = true;
+        a.responded = true;
+        let abandoned = a.abandoned;
+        let member = a.member;
+        let is_2xx = (200..300).contains(&status);
+        if is_2xx {
+            let Some(m) = msg else {
+                return;
+            };
+            let tag = m.to_tag().map(str::to_owned);
+            // A 2xx Palisade cannot use: abandoned attempt, a call already
+            // answered by another fork, or a call being torn down.
+            let answered_tag = (call.state != CallState::Early)
+                .then(|| call.b.remote_tag.clone())
+                .flatten();
+            if abandoned || call.state == CallState::Ending {
+                self.kill_stray_2xx(now, txn, m);
+                return;
+            }
+            if call.state != CallState::Early {
+                if answered_tag == tag {
+                    // Retransmission of the 2xx we accepted: ACK again.
+                    if let Some((Side::B, ack)) = call.last_ack.clone() {
+                        let flow = call.b.flow;
+                        self.transmit(flow, ack);
+                    }
+                } else {
+                    self.kill_stray_2xx(now, txn, m);
+                }
+                return;
+            }
+            if !first_final {
+                return;
+            }
+            self.on_answer(now, c, m);
+            return;
+        }
+        if !first_final {
+            return;
+        }
+        if abandoned || call.state != CallState::Early {
+            self.maybe_remove_call(now, c);
+            return;
+        }
+        let remote = call.b.flow.remote;
+        if is_failover_status(status) {
+            self.call_event(
+                c,
+                CallEventKind::Failover {
+                    member: remote,
+                    status: msg.map(|_| status),
+                },
+            );
+        }
+        self.next_member_or_fail(now, c, member, status);
+    }
+
+    /// The callee answered the initial INVITE.
+    fn on_answer(&mut self, now: Instant, c: CallRef, resp: &Message) {
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        self.timers.cancel(&TimerKey::Call(c, CallTimer::NoAnswer));
+        call.state = CallState::Answered;
+        call.answered_at = Some(now);
+        call.b.remote_tag = resp.to_tag().map(str::to_owned);
+        if let Some(Ok(ct)) = resp.contacts().next() {
+            call.b.remote_target = ct.uri_str.to_owned();
+        }
+        call.b.route_set = resp
+            .record_routes()
+            .filter_map(|r| r.ok().map(|r| format!("<{}>", r.uri_str)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        // Abandon the other attempts (a late fork answering gets ACK+BYE).
+        let others: Vec<usize> = call
+            .attempts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| !a.done && !a.abandoned)
+            .map(|(i, _)| i)
+            .collect();
+        for i in others {
+            self.cancel_attempt(now, c, i);
+        }
+        let Some(call) = self.calls.get(&c) else {
+            return;
+        };
+        let offer_in_invite = call.invite.as_ref().is_some_and(|r| r.offer_in_invite);
+        if offer_in_invite {
+            self.send_dialog_ack(now, c, Side::B, None);
+        }
+        self.relay_response(now, c, Side::A, resp, true);
+        self.stats.calls_answered += 1;
+        let setup_ms = self.calls.get(&c).map_or(0, |call| {
+            now.saturating_duration_since(call.started_at).as_millis() as u64
+        });
+        self.call_event(c, CallEventKind::Answered { setup_ms });
+    }
+
+    /// Builds and sends the ACK for a 2xx on leg `side` of call `c`, with the
+    /// answer `body` for a late offer.
+    fn send_dialog_ack(
+        &mut self,
+        _now: Instant,
+        c: CallRef,
+        side: Side,
+        body: Option<(&str, &[u8])>,
+    ) {
+        let branch = self.ids.branch();
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let cfg = Arc::clone(&call.cfg);
+        let cseq = call.invite.as_ref().map(|r| r.target_cseq);
+        let leg = call.leg_mut(side);
+        let Some(zone) = cfg.zone(leg.flow.zone) else {
+            return;
+        };
+        let (w, _) = leg.request(
+            &Method::Ack,
+            zone,
+            &branch,
+            cseq,
+            &cfg.node().user_agent,
+            70,
+        );
+        let bytes = match body {
+            Some((ct, b)) => w.finish(Some(ct), &sdp_out(ct, b, zone.sip_address)),
+            None => w.finish_empty(),
+        };
+        let flow = leg.flow;
+        call.last_ack = Some((side, bytes.clone()));
+        self.transmit(flow, bytes);
+    }
+
+    /// Answers an unusable 2xx on an attempt with ACK then BYE
+    /// (RFC 3261 13.2.2.4), from the response and the request alone.
+    fn kill_stray_2xx(&mut self, now: Instant, txn: TxnId, resp: &Message) {
+        let Some(t) = self.client.get(&txn) else {
+            return;
+        };
+        let req = t.request.clone();
+        let flow = t.flow;
+        let Some(target) = resp
+            .contacts()
+            .next()
+            .and_then(Result::ok)
+            .map(|c| c.uri_str.to_owned())
+        else {
+            return;
+        };
+        let to = resp
+            .headers()
+            .find(|h| h.name == HeaderName::To)
+            .and_then(|h| h.value_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let from = req
+            .headers()
+            .find(|h| h.name == HeaderName::From)
+            .and_then(|h| h.value_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let Some(zone) = self.cfg.zone(flow.zone) else {
+            return;
+        };
+        let zone = zone.clone();
+        let mut leg = Leg {
+            trunk: TrunkId(0),
+            flow,
+            call_id: req.call_id().to_owned(),
+            local_tag: String::new(),
+            remote_tag: None,
+            local_hdr: from,
+            remote_base: to,
+            remote_target: target,
+            route_set: Vec::new(),
+            next_cseq: req.cseq().seq.wrapping_add(1),
+            remote_cseq: 0,
+            contact: String::new(),
+        };
+        let ua = self.cfg.node().user_agent.clone();
+        let (ack, _) = leg.request(
+            &Method::Ack,
+            &zone,
+            &self.ids.branch(),
+            Some(req.cseq().seq),
+            &ua,
+            70,
+        );
+        self.transmit(flow, ack.finish_empty());
+        let (bye, _) = leg.request(&Method::Bye, &zone, &self.ids.branch(), None, &ua, 70);
+        self.send_request(now, flow, bye.finish_empty(), None, Purpose::Bye);
+        self.stats.stray_answers_killed += 1;
+    }
+
+    fn cancel_attempt(&mut self, now: Instant, c: CallRef, idx: usize) {
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(a) = call.attempts.get_mut(idx) else {
+            return;
+        };
+        if a.cancel_sent || a.done {
+            return;
+        }
+        if !a.provisional {
+            // RFC 3261 9.1: wait for a provisional before CANCEL.
+            a.abandoned = true;
+            return;
+        }
+        a.cancel_sent = true;
+        a.abandoned = true;
+        let txn = a.txn;
+        let Some(t) = self.client.get_mut(&txn) else {
+            return;
+        };
+        let cancel = MessageWriter::cancel_for(&t.request);
+        let flow = t.flow;
+        if let ClientMachine::Invite(m) = &mut t.machine {
+            m.on_cancel_sent(now);
+        }
+        self.drive_client(now, txn);
+        self.send_request(now, flow, cancel, Some((c, Side::B)), Purpose::Cancel);
+    }
+
+    /// Relays a response received on the other leg to the origin of the
+    /// call's INVITE relay.
+    fn relay_response(&mut self, now: Instant, c: CallRef, to: Side, resp: &Message, invite: bool) {
+        let Some(server) = self
+            .calls
+            .get(&c)
+            .and_then(|call| call.invite.as_ref().map(|r| r.server))
+        else {
+            return;
+        };
+        self.relay_response_to(now, c, to, server, resp, invite);
+    }
+
+    /// Builds the response for server transaction `server` on leg `to` from
+    /// a response received on the other leg.
+    fn relay_response_to(
+        &mut self,
+        now: Instant,
+        c: CallRef,
+        to: Side,
+        server: TxnId,
+        resp: &Message,
+        invite: bool,
+    ) {
+        let Some(call) = self.calls.get(&c) else {
+            return;
+        };
+        let status = resp.status().unwrap_or(500);
+        let cfg = Arc::clone(&call.cfg);
+        let leg = call.leg(to);
+        let Some(zone) = cfg.zone(leg.flow.zone) else {
+            return;
+        };
+        let Some(trunk) = cfg.trunk(leg.trunk) else {
+            return;
+        };
+        let contact = leg.contact.clone();
+        let target_refresh = status < 300 && status > 100 && (invite || is_target_refresh(resp));
+        let ct = resp.content_type().map(str::to_owned);
+        let body = ct
+            .as_deref()
+            .map(|ct| sdp_out(ct, resp.body(), zone.sip_address));
+        let is_invite_2xx = invite && (200..300).contains(&status);
+        let status = if status >= 300 {
+            caller_status(status)
+        } else {
+            status
+        };
+        let resp_headers = resp.clone();
+        self.respond_with_body(
+            now,
+            server,
+            status,
+            |w| {
+                if target_refresh {
+                    w.header(HeaderName::Contact, &contact);
+                }
+                if is_invite_2xx {
+                    w.header(HeaderName::Allow, ALLOW);
+                }
+                copy_body_headers(w, &resp_headers);
+                copy_passed_headers(w, &resp_headers, trunk);
+            },
+            ct.as_deref()
+                .filter(|_| body.as_ref().is_some_and(|b| !b.is_empty())),
+            body.as_deref().filter(|b| !b.is_empty()),
+        );
+        if is_invite_2xx {
+            self.start_uas2xx(now, c, server);
+        }
+    }
+
+    /// Starts retransmitting the 2xx just sent in server transaction `server`.
+    fn start_uas2xx(&mut self, now: Instant, c: CallRef, server: TxnId) {
+        // The 2xx is the last transmit queued for that transaction's flow.
+        let Some(t) = self.server.get(&server) else {
+            return;
+        };
+        let flow = t.flow;
+        let Some(bytes) = self
+            .transmits
+            .iter()
+            .rev()
+            .find(|tx| tx.flow == flow)
+            .map(|tx| tx.data.clone())
+        else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(relay) = call.invite.as_mut() else {
+            return;
+        };
+        relay.answered = true;
+        // RFC 3261 13.3.1.4 retransmits the 2xx on every transport: a proxy
+        // between the caller and Palisade may use UDP.
+        let r = Uas2xxRetransmitter::new(now, &self.timers_cfg, bytes);
+        self.timers
+            .set(TimerKey::Call(c, CallTimer::Uas2xx), r.poll_timeout());
+        relay.retrans = Some(r);
+    }
+
+    fn on_uas2xx_timer(&mut self, now: Instant, c: CallRef) {
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(origin) = call.invite.as_ref().map(|r| r.origin) else {
+            return;
+        };
+        let flow = call.leg(origin).flow;
+        let Some(relay) = call.invite.as_mut() else {
+            return;
+        };
+        let mut out: SmallVec<[Bytes; 1]> = SmallVec::new();
+        let mut gave_up = relay.retrans.is_none();
+        if let Some(r) = relay.retrans.as_mut() {
+            r.handle_timeout(now);
+            while let Some(b) = r.poll_transmit() {
+                out.push(b);
+            }
+            while let Some(e) = r.poll_event() {
+                if e == TxnEvent::Timeout {
+                    gave_up = true;
+                }
+            }
+            self.timers
+                .set(TimerKey::Call(c, CallTimer::Uas2xx), r.poll_timeout());
+        }
+        for b in out {
+            self.transmit(flow, b);
+        }
+        if gave_up {
+            self.timers.cancel(&TimerKey::Call(c, CallTimer::Uas2xx));
+            self.end_call(now, c, EndReason::AckTimeout, None);
+        }
+    }
+
+    /// An ACK outside any transaction: the ACK of a 2xx Palisade relayed.
+    fn on_dialog_ack(&mut self, now: Instant, msg: Message) {
+        let Some((c, side)) = self.find_dialog(&msg) else {
+            self.stats.stray_acks += 1;
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(relay) = call.invite.as_ref() else {
+            return;
+        };
+        if relay.origin != side || !relay.answered {
+            return;
+        }
+        let late_offer = !relay.offer_in_invite;
+        let initial = call.state == CallState::Answered;
+        call.invite = None;
+        self.timers.cancel(&TimerKey::Call(c, CallTimer::Uas2xx));
+        if initial {
+            call.state = CallState::Confirmed;
+        }
+        if late_offer {
+            let ct = msg.content_type().map(str::to_owned);
+            let body = msg.body().to_vec();
+            let target = side.other();
+            match ct {
+                Some(ct) if !body.is_empty() => {
+                    self.send_dialog_ack(now, c, target, Some((&ct, &body)))
+                }
+                _ => self.send_dialog_ack(now, c, target, None),
+            }
+        }
+    }
+
+    fn on_cancel(&mut self, now: Instant, flow: Flow, msg: Message, key: ServerKey) {
+        let invite_key = key.with_method(MethodClass::Invite);
+        let target = self.server_keys.get(&invite_key).copied();
+        let id = self.new_server_txn(now, flow, msg, key, None);
+        let Some(inv) = target else {
+            self.respond(now, id, 481, |_| {});
+            return;
+        };
+        self.respond(now, id, 200, |_| {});
+        let call = self.server.get(&inv).and_then(|t| t.call);
+        if let Some((c, Side::A)) = call {
+            if self
+                .calls
+                .get(&c)
+                .is_some_and(|call| call.state == CallState::Early)
+            {
+                self.end_call(now, c, EndReason::Cancelled, Some(487));
+            }
+        }
+    }
+
+    fn on_in_dialog(&mut self, now: Instant, flow: Flow, msg: Message, key: ServerKey) {
+        let Some((c, side)) = self.find_dialog(&msg) else {
+            let id = self.new_server_txn(now, flow, msg, key, None);
+            self.respond(now, id, 481, |_| {});
+            return;
+        };
+        let method = msg.method().cloned().unwrap_or(Method::Options);
+        let Some(call) = self.calls.get_mut(&c) else {
+            let id = self.new_server_txn(now, flow, msg, key, None);
+            self.respond(now, id, 481, |_| {});
+            return;
+        };
+        let tag = call.leg(side).local_tag.clone();
+        let state = call.state;
+        let seq = msg.cseq().seq;
+        let stale =
+            seq <= call.leg(side).remote_cseq && call.leg(side).remote_cseq != 0 && side == Side::B
+                || (side == Side::A && seq <= call.a.remote_cseq && method != Method::Ack);
+        if !stale {
+            call.leg_mut(side).remote_cseq = seq;
+        }
+        let id = self.new_server_txn(now, flow, msg, key, Some((c, side, tag)));
+        if stale {
+            // RFC 3261 12.2.2: lower CSeq than the last one → 500.
+            self.respond(now, id, 500, |_| {});
+            return;
+        }
+        match method {
+            Method::Bye => {
+                self.respond(now, id, 200, |_| {});
+                let reason = if side == Side::A {
+                    EndReason::CallerBye
+                } else {
+                    EndReason::CalleeBye
+                };
+                let status = if state == CallState::Early {
+                    Some(487)
+                } else {
+                    None
+                };
+                self.end_call(now, c, reason, status);
+            }
+            Method::Invite => self.on_reinvite(now, c, side, id),
+            Method::Prack | Method::Refer => {
+                // Reliable provisionals and transfers are not relayed yet.
+                self.respond(now, id, 501, |w| {
+                    w.header(HeaderName::Allow, ALLOW);
+                });
+            }
+            _ => self.relay_request(now, c, side, id),
+        }
+    }
+
+    fn on_reinvite(&mut self, now: Instant, c: CallRef, side: Side, server: TxnId) {
+        let Some(call) = self.calls.get(&c) else {
+            return;
+        };
+        if call.state != CallState::Confirmed || call.invite.is_some() {
+            // Glare or an INVITE before the ACK: RFC 3261 14.2.
+            self.respond(now, server, 491, |_| {});
+            return;
+        }
+        let Some(req) = self.server.get(&server).map(|t| t.request.clone()) else {
+            return;
+        };
+        if let Some(Ok(ct)) = req.contacts().next() {
+            let target = ct.uri_str.to_owned();
+            if let Some(call) = self.calls.get_mut(&c) {
+                call.leg_mut(side).remote_target = target;
+            }
+        }
+        self.respond(now, server, 100, |_| {});
+        let target = side.other();
+        let Some((bytes, flow, seq)) = self.build_relayed_request(c, target, &req, true) else {
+            self.respond(now, server, 500, |_| {});
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(&c) {
+            call.invite = Some(InviteRelay {
+                origin: side,
+                server,
+                client: None,
+                offer_in_invite: req.has_sdp(),
+                target_cseq: seq,
+                answered: false,
+                retrans: None,
+            });
+        }
+        let client = self.send_request(now, flow, bytes, Some((c, target)), Purpose::ReInvite);
+        if let Some(call) = self.calls.get_mut(&c) {
+            if let Some(r) = call.invite.as_mut() {
+                r.client = client;
+            }
+        }
+    }
+
+    fn on_reinvite_final(
+        &mut self,
+        now: Instant,
+        c: CallRef,
+        target: Side,
+        status: u16,
+        msg: Option<&Message>,
+    ) {
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(relay) = call.invite.as_ref() else {
+            // Retransmitted 2xx of a re-INVITE already ACKed: ACK again.
+            if (200..300).contains(&status) {
+                if let Some((s, ack)) = call.last_ack.clone() {
+                    if s == target {
+                        let flow = call.leg(target).flow;
+                        self.transmit(flow, ack);
+                    }
+                }
+            }
+            return;
+        };
+        if relay.answered {
+            if (200..300).contains(&status) {
+                if let Some((s, ack)) = call.last_ack.clone() {
+                    if s == target {
+                        let flow = call.leg(target).flow;
+                        self.transmit(flow, ack);
+                    }
+                }
+            }
+            return;
+        }
+        let server = relay.server;
+        let offer_in_invite = relay.offer_in_invite;
+        match msg {
+            Some(m) if (200..300).contains(&status) => {
+                if let Some(Ok(ct)) = m.contacts().next() {
+                    call.leg_mut(target).remote_target = ct.uri_str.to_owned();
+                }
+                if offer_in_invite {
+                    self.send_dialog_ack(now, c, target, None);
+                }
+                self.relay_response_to(now, c, target.other(), server, m, true);
+            }
+            Some(m) => {
+                call.invite = None;
+                self.relay_response_to(now, c, target.other(), server, m, true);
+                if status == 481 || status == 408 {
+                    self.end_call(now, c, EndReason::PeerVanished, None);
+                }
+            }
+            None => {
+                call.invite = None;
+                self.respond(now, server, 408, |_| {});
+                self.end_call(now, c, EndReason::PeerVanished, None);
+            }
+        }
+    }
+
+    /// Relays a non-INVITE in-dialog request (INFO, UPDATE, MESSAGE,
+    /// NOTIFY, unknown methods) to the other leg.
+    fn relay_request(&mut self, now: Instant, c: CallRef, side: Side, server: TxnId) {
+        let Some(req) = self.server.get(&server).map(|t| t.request.clone()) else {
+            return;
+        };
+        let target = side.other();
+        let ready = self.calls.get(&c).is_some_and(|call| {
+            call.leg(target).remote_tag.is_some() && call.state != CallState::Ending
+        });
+        if !ready {
+            self.respond(now, server, 481, |_| {});
+            return;
+        }
+        if is_target_refresh(&req) {
+            if let Some(Ok(ct)) = req.contacts().next() {
+                let t = ct.uri_str.to_owned();
+                if let Some(call) = self.calls.get_mut(&c) {
+                    call.leg_mut(side).remote_target = t;
+                }
+            }
+        }
+        let refresh = is_target_refresh(&req);
+        let Some((bytes, flow, _)) = self.build_relayed_request(c, target, &req, refresh) else {
+            self.respond(now, server, 500, |_| {});
+            return;
+        };
+        self.send_request(now, flow, bytes, Some((c, target)), Purpose::Relay(server));
+    }
+
+    /// Builds `req` (received on the other leg) as an in-dialog request on
+    /// leg `target`: Palisade's own dialog identifiers, the body, and only
+    /// the headers policy lets through.
+    fn build_relayed_request(
+        &mut self,
+        c: CallRef,
+        target: Side,
+        req: &Message,
+        with_contact: bool,
+    ) -> Option<(Bytes, Flow, u32)> {
+        let branch = self.ids.branch();
+        let call = self.calls.get_mut(&c)?;
+        let cfg = Arc::clone(&call.cfg);
+        let method = req.method()?.clone();
+        let leg = call.leg_mut(target);
+        let zone = cfg.zone(leg.flow.zone)?;
+        let trunk = cfg.trunk(leg.trunk)?;
+        let (mut w, seq) = leg.request(&method, zone, &branch, None, &cfg.node().user_agent, 70);
+        if with_contact || method == Method::Invite {
+            w.header(HeaderName::Contact, &leg.contact);
+        }
+        if method == Method::Invite {
+            w.header(HeaderName::Allow, ALLOW);
+        }
+        copy_body_headers(&mut w, req);
+        copy_passed_headers(&mut w, req, trunk);
+        Some((finish_with_body(w, req, zone.sip_address), leg.flow, seq))
+    }
+
+    /// Ends call `c`: answers the caller with `status` if it has no final
+    /// response yet, CANCELs pending attempts, BYEs answered legs.
+    fn end_call(&mut self, now: Instant, c: CallRef, reason: EndReason, status: Option<u16>) {
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        if call.state == CallState::Ending {
+            return;
+        }
+        let prev = call.state;
+        call.state = CallState::Ending;
+        call.end_reason = Some(reason);
+        if reason == EndReason::Cancelled {
+            call.cancelled = true;
+        }
+        for t in [CallTimer::NoAnswer, CallTimer::Uas2xx] {
+            self.timers.cancel(&TimerKey::Call(c, t));
+        }
+        let relay = call.invite.take();
+        let attempts: Vec<usize> = (0..call.attempts.len()).collect();
+        for i in &attempts {
+            self.timers
+                .cancel(&TimerKey::Call(c, CallTimer::MemberTimeout(*i)));
+        }
+        // The caller's pending INVITE (initial or re-INVITE) gets its final.
+        if let Some(r) = relay {
+            if !r.answered {
+                let s = match (prev, status) {
+                    (CallState::Early, Some(s)) => s,
+                    (CallState::Early, None) => 480,
+                    _ => 487,
+                };
+                self.respond(now, r.server, s, |_| {});
+                if let Some(call) = self.calls.get_mut(&c) {
+                    call.final_status = Some(s);
+                }
+            }
+        }
+        match prev {
+            CallState::Early => {
+                for i in attempts {
+                    self.cancel_attempt(now, c, i);
+                }
+            }
+            _ => {
+                let by = match reason {
+                    EndReason::CallerBye => vec![Side::B],
+                    EndReason::CalleeBye => vec![Side::A],
+                    _ => vec![Side::A, Side::B],
+                };
+                for side in by {
+                    self.send_bye(now, c, side);
+                }
+            }
+        }
+        let Some(call) = self.calls.get(&c) else {
+            return;
+        };
+        let duration = call.answered_at.map(|a| now.saturating_duration_since(a));
+        let final_status = call.final_status.or(status);
+        self.stats.calls_ended += 1;
+        self.call_event(
+            c,
+            CallEventKind::Ended {
+                reason,
+                status: final_status,
+                duration_ms: duration.map_or(0, |d| d.as_millis() as u64),
+            },
+        );
+        self.maybe_remove_call(now, c);
+    }
+
+    fn send_bye(&mut self, now: Instant, c: CallRef, side: Side) {
+        let branch = self.ids.branch();
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let cfg = Arc::clone(&call.cfg);
+        let leg = call.leg_mut(side);
+        if leg.remote_tag.is_none() {
+            return;
+        }
+        let Some(zone) = cfg.zone(leg.flow.zone) else {
+            return;
+        };
+        let (w, _) = leg.request(
+            &Method::Bye,
+            zone,
+            &branch,
+            None,
+            &cfg.node().user_agent,
+            70,
+        );
+        let flow = leg.flow;
+        self.send_request(now, flow, w.finish_empty(), Some((c, side)), Purpose::Bye);
+    }
+
+    /// Drops an ended call once no transaction of its legs awaits an answer.
+    fn maybe_remove_call(&mut self, _now: Instant, c: CallRef) {
+        let Some(call) = self.calls.get(&c) else {
+            return;
+        };
+        if call.state != CallState::Ending || call.outstanding > 0 {
+            return;
+        }
+        let (acid, atag) = (call.a.call_id.clone(), call.a.local_tag.clone());
+        let (bcid, btag) = (call.b.call_id.clone(), call.b.local_tag.clone());
+        self.unregister_dialog(&acid, &atag);
+        self.unregister_dialog(&bcid, &btag);
+        self.calls.remove(&c);
+    }
+}
+
+/// Our Contact value on a zone for a transport.
+fn contact_value(zone: &palisade_config::Zone, transport: Transport) -> String {
+    format!(
+        "<sip:{}:{};transport={}>",
+        host_str(zone.sip_address),
+        zone_port(zone, transport),
+        transport.uri_param()
+    )
+}
+
+/// Requests whose Contact refreshes the remote target (RFC 3261 12.2 and RFC 3311).
+fn is_target_refresh(msg: &Message) -> bool {
+    matches!(
+        msg.method().cloned().unwrap_or(msg.cseq().method.clone()),
+        Method::Invite | Method::Update
+    )
+}
+
+/// Copies the headers `trunk` lets cross from `src` (its `pass_headers`).
+fn copy_passed_headers(w: &mut MessageWriter, src: &Message, trunk: &palisade_config::Trunk) {
+    if trunk.pass_headers.is_empty() {
+        return;
+    }
+    for h in src.headers() {
+        if let Ok(name) = std::str::from_utf8(h.raw_name) {
+            if trunk.passes_header(name) {
+                w.copy_line(h.line);
+            }
+        }
+    }
+}
+
+fn copy_body_headers(w: &mut MessageWriter, src: &Message) {
+    if src.body().is_empty() {
+        return;
+    }
+    for h in src.headers() {
+        if BODY_HEADERS.contains(&h.name) || h.is_named("Info-Package") || h.is_named("Recv-Info") {
+            w.copy_line(h.line);
+        }
+    }
+}
+
+/// The body as sent on a leg: SDP gets its origin rewritten.
+fn sdp_out(content_type: &str, body: &[u8], addr: std::net::IpAddr) -> Bytes {
+    let is_sdp = content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"));
+    if is_sdp {
+        sdp::rewrite_origin(body, addr)
+    } else {
+        Bytes::copy_from_slice(body)
+    }
+}
+
+fn finish_with_body(w: MessageWriter, src: &Message, addr: std::net::IpAddr) -> Bytes {
+    match src.content_type() {
+        Some(ct) if !src.body().is_empty() => {
+            let body = sdp_out(ct, src.body(), addr);
+            w.finish(Some(ct), &body)
+        }
+        _ => w.finish_empty(),
+    }
+}

@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::net::{Transport, now};
@@ -192,6 +193,7 @@ impl LabBuilder {
             log_path,
             child: Some(child),
             grace: Duration::from_secs(self.config.shutdown_grace_seconds),
+            pbx_transport: self.config.pbx_transport,
         };
         lab.wait_ready(self.ready_timeout);
         lab
@@ -207,6 +209,7 @@ pub struct Lab {
     log_path: PathBuf,
     child: Option<Child>,
     grace: Duration,
+    pbx_transport: Transport,
 }
 
 impl Lab {
@@ -276,7 +279,9 @@ impl Lab {
     /// returns the response, if any arrives within `wait`.
     pub fn options_ping(&self, wait: Duration) -> Option<Vec<u8>> {
         let net = self.net();
-        let call_id = format!("e2e-ping-{}-{}", self.slot.name(), std::process::id());
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let call_id = format!("e2e-ping-{}-{}-{seq}", self.slot.name(), std::process::id());
         raw::udp_options(net.pbx_ip(), net.inside(), &call_id, wait)
     }
 
@@ -306,27 +311,57 @@ impl Lab {
         Sipp::new(&self.dir, label, scenario)
     }
 
-    /// A SIPp run as the PBX: from `pbx:5070` to the inside zone, on the PBX
-    /// trunk's transport, dialling [`numbers::EXTERNAL`], expecting Palisade's
-    /// inside address as its peer.
-    pub fn pbx(&self, scenario: &str) -> Sipp {
+    /// The PBX calling out: from `pbx:5070` to the inside zone on the PBX trunk's
+    /// transport, dialling [`numbers::EXTERNAL`], expecting Palisade's inside
+    /// address as its peer. Logs as `pbx`.
+    pub fn pbx_uac(&self, scenario: &str) -> Sipp {
         let net = self.net();
-        peer_defaults(self.sipp("pbx", scenario), net.pbx(), net.inside(), net.inside_ip().to_string())
+        self.pbx_uas(scenario)
+            .remote(net.inside())
             .key("caller", numbers::PBX_CALLER)
             .key("callee", numbers::EXTERNAL)
     }
 
-    /// A SIPp run as the primary carrier member: from `.20:5080` to the outside
-    /// zone, dialling [`numbers::DID`], expecting Palisade's outside address.
-    pub fn carrier_primary(&self, scenario: &str) -> Sipp {
+    /// The PBX taking calls on `pbx:5070`, expecting Palisade's inside address.
+    /// Logs as `pbx`.
+    pub fn pbx_uas(&self, scenario: &str) -> Sipp {
         let net = self.net();
-        carrier_defaults(self.sipp("carrier1", scenario), net.carrier_primary(), net)
+        self.sipp("pbx", scenario)
+            .local(net.pbx())
+            .transport(self.pbx_transport)
+            .key("expect_peer", net.inside_ip())
     }
 
-    /// The same as the secondary carrier member (`.21:5080`).
+    /// The primary carrier member taking calls on `.20:5080`, expecting
+    /// Palisade's outside address. Logs as `carrier1`.
+    pub fn carrier_primary(&self, scenario: &str) -> Sipp {
+        let net = self.net();
+        self.sipp("carrier1", scenario)
+            .local(net.carrier_primary())
+            .key("expect_peer", net.outside_ip())
+    }
+
+    /// The secondary carrier member on `.21:5080`. Logs as `carrier2`.
     pub fn carrier_secondary(&self, scenario: &str) -> Sipp {
         let net = self.net();
-        carrier_defaults(self.sipp("carrier2", scenario), net.carrier_secondary(), net)
+        self.sipp("carrier2", scenario)
+            .local(net.carrier_secondary())
+            .key("expect_peer", net.outside_ip())
+    }
+
+    /// The carrier calling in from its primary member to the outside zone,
+    /// dialling the DID [`numbers::DID`]. Logs as `carrier1`.
+    pub fn carrier_uac(&self, scenario: &str) -> Sipp {
+        let net = self.net();
+        self.carrier_primary(scenario)
+            .remote(net.outside())
+            .key("caller", numbers::EXTERNAL)
+            .key("callee", numbers::DID)
+    }
+
+    /// Palisade's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stops Palisade with SIGTERM and returns its exit status (SIGKILL after
@@ -357,16 +392,6 @@ impl Lab {
         let _ = child.kill();
         child.wait().ok()
     }
-}
-
-fn peer_defaults(sipp: Sipp, local: std::net::SocketAddr, remote: std::net::SocketAddr, expect_peer: String) -> Sipp {
-    sipp.local(local).remote(remote).key("expect_peer", expect_peer)
-}
-
-fn carrier_defaults(sipp: Sipp, local: std::net::SocketAddr, net: Net) -> Sipp {
-    peer_defaults(sipp, local, net.outside(), net.outside_ip().to_string())
-        .key("caller", numbers::EXTERNAL)
-        .key("callee", numbers::DID)
 }
 
 impl Drop for Lab {

@@ -174,6 +174,7 @@ mod tests {
             direction: Direction::Received,
             transport: "UDP".into(),
             raw: raw.as_bytes().to_vec(),
+            time_of_day: None,
         }
     }
 

@@ -17,7 +17,7 @@ pub enum Direction {
 }
 
 /// One SIP message from a SIPp log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SipMessage {
     /// Sent or received by the peer that logged it.
     pub direction: Direction,
@@ -25,6 +25,8 @@ pub struct SipMessage {
     pub transport: String,
     /// The message bytes as they went over the wire.
     pub raw: Vec<u8>,
+    /// When SIPp logged it, in seconds since midnight (SIPp's local clock).
+    pub time_of_day: Option<f64>,
 }
 
 impl SipMessage {
@@ -159,36 +161,29 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Parses a SIPp message log. Panics on a log it cannot follow (a harness bug,
-/// or SIPp changed its format), naming the offset.
+/// Parses a SIPp message log. Lines outside a message that are not a
+/// separator (SIPp sometimes logs socket warnings such as `Problem EAGAIN on
+/// socket` there) are skipped.
 pub fn parse(log: &[u8]) -> Vec<SipMessage> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < log.len() {
-        // Separator line.
-        let Some(sep_end) = find(&log[pos..], b"\n") else {
-            break;
-        };
-        let sep = &log[pos..pos + sep_end];
-        if sep.iter().all(|b| b.is_ascii_whitespace()) {
-            pos += sep_end + 1;
+        let line_end = find(&log[pos..], b"\n").map_or(log.len(), |i| pos + i);
+        let line = &log[pos..line_end];
+        pos = (line_end + 1).min(log.len());
+        if !line.starts_with(b"-----") {
             continue;
         }
-        assert!(
-            sep.starts_with(b"-----"),
-            "SIPp message log: expected a separator at byte {pos}, found {:?}",
-            String::from_utf8_lossy(&sep[..sep.len().min(80)])
-        );
-        pos += sep_end + 1;
-        // Description line.
-        let desc_end = find(&log[pos..], b"\n")
-            .unwrap_or_else(|| panic!("SIPp message log: truncated at byte {pos}"));
-        let desc = String::from_utf8_lossy(&log[pos..pos + desc_end]).into_owned();
-        pos += desc_end + 1;
-        let (direction, len) = describe(&desc)
-            .unwrap_or_else(|| panic!("SIPp message log: unknown description line {desc:?}"));
+        // A separator: the description line must follow.
+        let desc_end = find(&log[pos..], b"\n").map_or(log.len(), |i| pos + i);
+        let desc = String::from_utf8_lossy(&log[pos..desc_end]).into_owned();
+        let Some((direction, len)) = describe(&desc) else {
+            continue;
+        };
+        let time_of_day = time_of_day(&String::from_utf8_lossy(line));
+        pos = (desc_end + 1).min(log.len());
         let transport = desc.split(' ').next().unwrap_or("").to_string();
-        // Empty line, then exactly `len` bytes.
+        // An empty line, then exactly `len` bytes.
         if log.get(pos) == Some(&b'\n') {
             pos += 1;
         }
@@ -197,10 +192,21 @@ pub fn parse(log: &[u8]) -> Vec<SipMessage> {
             direction,
             transport,
             raw: log[pos..end].to_vec(),
+            time_of_day,
         });
         pos = end;
     }
     out
+}
+
+/// `----- 2026-11-22 04:00:04.052069` to seconds since midnight.
+fn time_of_day(sep: &str) -> Option<f64> {
+    let t = sep.split_whitespace().last()?;
+    let mut parts = t.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 /// `UDP message sent (655 bytes):` or `UDP message received [265] bytes :`.
@@ -250,10 +256,20 @@ SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1, SIP/2.0/UDP g;branch=z9hG4
         assert!(msgs[0].is_request("options"));
         assert_eq!(msgs[0].call_id().as_deref(), Some("x"));
         assert_eq!(msgs[0].body(), b"-----\r\n");
+        let t = msgs[0].time_of_day.unwrap();
+        assert!((t - (3.0 * 3600.0 + 57.0 * 60.0 + 52.340003)).abs() < 1e-6, "{t}");
         assert_eq!(msgs[1].direction, Direction::Received);
         assert_eq!(msgs[1].transport, "TCP");
         assert_eq!(msgs[1].status(), Some(200));
         assert_eq!(msgs[1].via_branches(), vec!["z9hG4bK1", "z9hG4bK2"]);
+    }
+
+    #[test]
+    fn skips_socket_warnings_between_messages() {
+        let mut log = b"Problem EAGAIN on socket  7 and poll_idx  is 1 \n".to_vec();
+        log.extend_from_slice(LOG);
+        log.extend_from_slice(b"Problem EAGAIN on socket  7 and poll_idx  is 1 \n");
+        assert_eq!(parse(&log).len(), 2);
     }
 
     #[test]
@@ -263,6 +279,7 @@ SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1, SIP/2.0/UDP g;branch=z9hG4
             transport: "UDP".into(),
             raw: b"BYE sip:x SIP/2.0\r\nf: <sip:a;tag=no>;tag=yes\r\nTo: \"B\" <sip:b>;tag=t2\r\n\r\n"
                 .to_vec(),
+            time_of_day: None,
         };
         assert_eq!(m.tag("From").as_deref(), Some("yes"));
         assert_eq!(m.tag("To").as_deref(), Some("t2"));

@@ -39,6 +39,7 @@ pub fn udp_collect(socket: &UdpSocket, wait: Duration, max: usize) -> Vec<Vec<u8
         match socket.recv_from(&mut buf) {
             Ok((n, _)) => got.push(buf[..n].to_vec()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             // ICMP port unreachable from an earlier send: nobody listens.
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
             Err(e) => panic!("UDP receive: {e}"),
@@ -84,6 +85,14 @@ pub fn tcp_connect(from_ip: Ipv4Addr, to: SocketAddr) -> TcpStream {
 /// stays unfinished.
 pub fn tcp_exchange(from_ip: Ipv4Addr, to: SocketAddr, payload: &[u8], wait: Duration) -> TcpOutcome {
     let mut stream = tcp_connect(from_ip, to);
+    tcp_send_collect(&mut stream, payload, wait)
+}
+
+/// Writes `payload` on `stream`, then reads until the peer closes or `wait` passes.
+pub fn tcp_send_collect(stream: &mut TcpStream, payload: &[u8], wait: Duration) -> TcpOutcome {
+    let to = stream
+        .peer_addr()
+        .map_or_else(|_| "peer".to_string(), |a| a.to_string());
     let mut out = TcpOutcome {
         received: Vec::new(),
         closed_by_peer: false,
@@ -113,6 +122,7 @@ pub fn tcp_exchange(from_ip: Ipv4Addr, to: SocketAddr, payload: &[u8], wait: Dur
             }
             Ok(n) => out.received.extend_from_slice(&buf[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
                 out.closed_by_peer = true;
                 break;

@@ -32,7 +32,13 @@ macro_rules! slots {
 slots! {
     // Harness self-checks (no Palisade, or a stand-in for it).
     /// The Lab plumbing, driven against a stand-in "palisade".
-    HarnessSelfTest = 1,
+    HarnessStandin = 1,
+    /// Lab::start against a binary that exits at once.
+    HarnessDeadBinary = 15,
+    /// Lab's drop against a "palisade" that was killed mid-test.
+    HarnessCrash = 16,
+    /// The scenarios' own peer checks, made to fail on purpose.
+    DirectChecks = 17,
     /// SIPp scenarios validated against each other, no Palisade in between.
     DirectBasicCall = 2,
     DirectLateOffer = 3,

@@ -59,8 +59,21 @@ fn parse_outcomes(s: &str) -> Result<Vec<Outcome>, String> {
         .collect()
 }
 
+/// One MANIFEST line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// File name.
+    pub file: String,
+    /// Acceptable outcomes over UDP.
+    pub udp: Vec<Outcome>,
+    /// Acceptable outcomes over TCP.
+    pub tcp: Vec<Outcome>,
+    /// The note column.
+    pub note: String,
+}
+
 /// Parses MANIFEST text: `FILE UDP TCP NOTE...`, `#` comments.
-pub fn parse_manifest(text: &str) -> Result<Vec<(String, Vec<Outcome>, Vec<Outcome>, String)>, String> {
+pub fn parse_manifest(text: &str) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -76,7 +89,12 @@ pub fn parse_manifest(text: &str) -> Result<Vec<(String, Vec<Outcome>, Vec<Outco
             return Err(format!("MANIFEST line {}: `close` is TCP only", i + 1));
         }
         let tcp = parse_outcomes(tcp).map_err(|e| format!("MANIFEST line {}: {e}", i + 1))?;
-        out.push((file.to_string(), udp, tcp, cols.collect::<Vec<_>>().join(" ")));
+        out.push(Entry {
+            file: file.to_string(),
+            udp,
+            tcp,
+            note: cols.collect::<Vec<_>>().join(" "),
+        });
     }
     Ok(out)
 }
@@ -94,17 +112,18 @@ pub fn load() -> Vec<Case> {
         .filter(|n| n != "MANIFEST")
         .collect();
     on_disk.sort();
-    let mut listed: Vec<String> = entries.iter().map(|e| e.0.clone()).collect();
+    let mut listed: Vec<String> = entries.iter().map(|e| e.file.clone()).collect();
     listed.sort();
     assert_eq!(on_disk, listed, "corpus files and MANIFEST entries differ");
     entries
         .into_iter()
-        .map(|(file, udp, tcp, note)| Case {
-            bytes: std::fs::read(dir.join(&file)).unwrap_or_else(|e| panic!("read {file}: {e}")),
-            file,
-            udp,
-            tcp,
-            note,
+        .map(|e| Case {
+            bytes: std::fs::read(dir.join(&e.file))
+                .unwrap_or_else(|err| panic!("read {}: {err}", e.file)),
+            file: e.file,
+            udp: e.udp,
+            tcp: e.tcp,
+            note: e.note,
         })
         .collect()
 }
@@ -182,9 +201,9 @@ mod tests {
     fn manifest_syntax() {
         let m = parse_manifest("# c\n\na.sip 400|505 close why not\n").unwrap();
         assert_eq!(m.len(), 1);
-        assert_eq!(m[0].1, vec![Outcome::Status(400), Outcome::Status(505)]);
-        assert_eq!(m[0].2, vec![Outcome::Close]);
-        assert_eq!(m[0].3, "why not");
+        assert_eq!(m[0].udp, vec![Outcome::Status(400), Outcome::Status(505)]);
+        assert_eq!(m[0].tcp, vec![Outcome::Close]);
+        assert_eq!(m[0].note, "why not");
         assert!(parse_manifest("a.sip close drop x\n").is_err());
         assert!(parse_manifest("a.sip 4000 drop x\n").is_err());
         assert!(parse_manifest("a.sip 400\n").is_err());
@@ -194,10 +213,16 @@ mod tests {
     fn the_shipped_corpus_loads_and_every_file_is_listed() {
         let cases = load();
         assert!(cases.len() >= 15, "{} cases", cases.len());
-        let oversize = cases.iter().find(|c| c.file.starts_with("oversize")).unwrap();
+        let oversize = cases
+            .iter()
+            .find(|c| c.file.starts_with("oversize"))
+            .unwrap();
         assert!(oversize.bytes.len() > 16 * 1024);
         assert!(cases.iter().any(|c| c.bytes.contains(&0)), "a NUL case");
-        assert!(cases.iter().any(|c| std::str::from_utf8(&c.bytes).is_err()), "a non-UTF-8 case");
+        assert!(
+            cases.iter().any(|c| std::str::from_utf8(&c.bytes).is_err()),
+            "a non-UTF-8 case"
+        );
     }
 
     #[test]
@@ -212,7 +237,11 @@ mod tests {
             let filled = fill(&case.bytes, &f);
             assert!(!filled.windows(7).any(|w| w == b"@LOCAL@"), "{}", case.file);
             // Placeholders live in the head only, so the body is byte-identical.
-            let body = |b: &[u8]| b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| b[i + 4..].to_vec());
+            let body = |b: &[u8]| {
+                b.windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map(|i| b[i + 4..].to_vec())
+            };
             assert_eq!(body(&case.bytes), body(&filled), "{}", case.file);
         }
     }
@@ -224,9 +253,15 @@ mod tests {
             closed_by_peer: c,
         };
         assert_eq!(tcp_outcome(&out(b"", true)), Ok(Outcome::Close));
-        assert_eq!(tcp_outcome(&out(b"SIP/2.0 400 Bad\r\nl: 0\r\n\r\n", true)), Ok(Outcome::Close));
+        assert_eq!(
+            tcp_outcome(&out(b"SIP/2.0 400 Bad\r\nl: 0\r\n\r\n", true)),
+            Ok(Outcome::Close)
+        );
         assert!(tcp_outcome(&out(b"SIP/2.0 200 OK\r\nl: 0\r\n\r\n", true)).is_err());
-        assert_eq!(tcp_outcome(&out(b"SIP/2.0 400 Bad\r\nl: 0\r\n\r\n", false)), Ok(Outcome::Status(400)));
+        assert_eq!(
+            tcp_outcome(&out(b"SIP/2.0 400 Bad\r\nl: 0\r\n\r\n", false)),
+            Ok(Outcome::Status(400))
+        );
         assert_eq!(tcp_outcome(&out(b"", false)), Ok(Outcome::Drop));
     }
 }

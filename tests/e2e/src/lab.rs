@@ -174,8 +174,11 @@ impl LabBuilder {
             .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
         let binary = self.binary.clone().unwrap_or_else(paths::palisade_bin);
         let log_path = dir.join("palisade.log");
-        let log = File::create(&log_path).unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
-        let log_err = log.try_clone().unwrap_or_else(|e| panic!("dup log file: {e}"));
+        let log = File::create(&log_path)
+            .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("dup log file: {e}"));
         let child = Command::new(&binary)
             .arg("run")
             .arg("--config")
@@ -260,7 +263,9 @@ impl Lab {
     }
 
     fn exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Panics (with the log tail) if Palisade has exited.
@@ -425,14 +430,22 @@ mod tests {
     #[test]
     fn rendered_config_uses_only_the_slot_network() {
         let yaml = LabConfig::default().render(Slot::OutboundCall);
-        for ip in ["127.100.20.1", "127.100.20.2", "127.100.20.10", "127.100.20.20", "127.100.20.21"] {
+        for ip in [
+            "127.100.20.1",
+            "127.100.20.2",
+            "127.100.20.10",
+            "127.100.20.20",
+            "127.100.20.21",
+        ] {
             assert!(yaml.contains(ip), "{ip} missing:\n{yaml}");
         }
         assert!(!yaml.contains("127.0.0."), "{yaml}");
         assert!(yaml.contains("member_timeout_ms: 1500"));
         assert!(yaml.contains("number_prefixes: [\"+4930123\"]"));
         // Same shape as the quickstart: same top-level keys in the same order.
-        let quickstart = std::fs::read_to_string(paths::workspace_root().join("configs/quickstart.yaml")).unwrap();
+        let quickstart =
+            std::fs::read_to_string(paths::workspace_root().join("configs/quickstart.yaml"))
+                .unwrap();
         let top = |s: &str| -> Vec<String> {
             s.lines()
                 .filter(|l| !l.starts_with('#') && !l.starts_with(' ') && l.ends_with(':'))
@@ -441,7 +454,10 @@ mod tests {
         };
         let ours = top(&yaml);
         for key in top(&quickstart) {
-            assert!(ours.contains(&key), "quickstart key {key} missing from the generated config");
+            assert!(
+                ours.contains(&key),
+                "quickstart key {key} missing from the generated config"
+            );
         }
     }
 

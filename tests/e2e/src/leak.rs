@@ -128,7 +128,9 @@ pub fn contains_address(line: &str, ip: &str) -> bool {
         let before = i.checked_sub(1).map(|j| bytes[j]);
         let after = bytes.get(i + ip.len()).copied();
         !before.is_some_and(|b| b.is_ascii_digit() || b == b'.')
-            && !after.is_some_and(|b| b.is_ascii_digit() || (b == b'.' && next_is_digit(bytes, i + ip.len())))
+            && !after.is_some_and(|b| {
+                b.is_ascii_digit() || (b == b'.' && next_is_digit(bytes, i + ip.len()))
+            })
     })
 }
 
@@ -149,16 +151,36 @@ pub fn assert_topology_hidden(
         pbx_log.iter().any(|m| m.direction == Direction::Received),
         "leak scan: the PBX received nothing, so there is nothing to scan"
     );
-    let carrier_all: Vec<SipMessage> = carrier_logs.iter().flat_map(|l| l.iter().cloned()).collect();
+    let carrier_all: Vec<SipMessage> = carrier_logs
+        .iter()
+        .flat_map(|l| l.iter().cloned())
+        .collect();
     assert!(
-        carrier_all.iter().any(|m| m.direction == Direction::Received),
+        carrier_all
+            .iter()
+            .any(|m| m.direction == Direction::Received),
         "leak scan: no carrier received anything, so there is nothing to scan"
     );
     let pbx_ids = dialog_identifiers(pbx_log);
     let carrier_ids = dialog_identifiers(&carrier_all);
-    assert!(!pbx_ids.is_empty() && !carrier_ids.is_empty(), "leak scan: no identifiers found");
-    let mut leaks = scan("carrier", &carrier_all, &net.inside_addresses(), &pbx_ids, opts);
-    leaks.extend(scan("PBX", pbx_log, &net.outside_addresses(), &carrier_ids, opts));
+    assert!(
+        !pbx_ids.is_empty() && !carrier_ids.is_empty(),
+        "leak scan: no identifiers found"
+    );
+    let mut leaks = scan(
+        "carrier",
+        &carrier_all,
+        &net.inside_addresses(),
+        &pbx_ids,
+        opts,
+    );
+    leaks.extend(scan(
+        "PBX",
+        pbx_log,
+        &net.outside_addresses(),
+        &carrier_ids,
+        opts,
+    ));
     if !leaks.is_empty() {
         let list: Vec<String> = leaks.iter().map(|l| format!("  - {l}")).collect();
         panic!("topology leaks ({}):\n{}", leaks.len(), list.join("\n"));
@@ -180,12 +202,24 @@ mod tests {
 
     #[test]
     fn address_match_respects_boundaries() {
-        assert!(contains_address("Via: SIP/2.0/UDP 127.0.0.1:5060", "127.0.0.1"));
+        assert!(contains_address(
+            "Via: SIP/2.0/UDP 127.0.0.1:5060",
+            "127.0.0.1"
+        ));
         assert!(contains_address("c=IN IP4 127.0.0.1", "127.0.0.1"));
         assert!(contains_address("x@127.0.0.1.", "127.0.0.1"));
-        assert!(!contains_address("Via: SIP/2.0/UDP 127.0.0.10:5060", "127.0.0.1"));
-        assert!(!contains_address("Via: SIP/2.0/UDP 127.0.0.100", "127.0.0.1"));
-        assert!(!contains_address("Via: SIP/2.0/UDP 1127.0.0.1", "127.0.0.1"));
+        assert!(!contains_address(
+            "Via: SIP/2.0/UDP 127.0.0.10:5060",
+            "127.0.0.1"
+        ));
+        assert!(!contains_address(
+            "Via: SIP/2.0/UDP 127.0.0.100",
+            "127.0.0.1"
+        ));
+        assert!(!contains_address(
+            "Via: SIP/2.0/UDP 1127.0.0.1",
+            "127.0.0.1"
+        ));
     }
 
     #[test]
@@ -196,9 +230,21 @@ mod tests {
         );
         let ids: BTreeSet<String> = ["callid-from-pbx".to_string()].into();
         let forbidden = ["127.1.1.10".parse().unwrap()];
-        let strict = scan("carrier", &[msg.clone()], &forbidden, &ids, LeakOptions::default());
+        let strict = scan(
+            "carrier",
+            std::slice::from_ref(&msg),
+            &forbidden,
+            &ids,
+            LeakOptions::default(),
+        );
         assert_eq!(strict.len(), 2, "{strict:?}");
-        let lax = scan("carrier", &[msg], &forbidden, &ids, LeakOptions::before_media_anchoring());
+        let lax = scan(
+            "carrier",
+            &[msg],
+            &forbidden,
+            &ids,
+            LeakOptions::before_media_anchoring(),
+        );
         assert_eq!(lax.len(), 1, "{lax:?}");
         assert_eq!(lax[0].what, "identifier callid-from-pbx");
     }
@@ -208,6 +254,15 @@ mod tests {
         let mut msg = received("BYE sip:127.1.1.10 SIP/2.0\r\n\r\n");
         msg.direction = Direction::Sent;
         let forbidden = ["127.1.1.10".parse().unwrap()];
-        assert!(scan("x", &[msg], &forbidden, &BTreeSet::new(), LeakOptions::default()).is_empty());
+        assert!(
+            scan(
+                "x",
+                &[msg],
+                &forbidden,
+                &BTreeSet::new(),
+                LeakOptions::default()
+            )
+            .is_empty()
+        );
     }
 }

@@ -57,7 +57,8 @@ impl SipMessage {
 
     /// Whether this is a request with this method.
     pub fn is_request(&self, method: &str) -> bool {
-        self.method().is_some_and(|m| m.eq_ignore_ascii_case(method))
+        self.method()
+            .is_some_and(|m| m.eq_ignore_ascii_case(method))
     }
 
     /// The head's lines after the start line, without line ends.
@@ -214,7 +215,9 @@ fn describe(desc: &str) -> Option<(Direction, usize)> {
     let digits = |s: &str| -> Option<usize> {
         let start = s.find(|c: char| c.is_ascii_digit())?;
         let rest = &s[start..];
-        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         rest[..end].parse().ok()
     };
     if let Some(i) = desc.find("message sent") {
@@ -240,7 +243,8 @@ pub fn read(path: &Path) -> Vec<SipMessage> {
 mod tests {
     use super::*;
 
-    const LOG: &[u8] = b"----------------------------------------------- 2026-11-22 03:57:52.340003\n\
+    const LOG: &[u8] =
+        b"----------------------------------------------- 2026-11-22 03:57:52.340003\n\
 UDP message sent (44 bytes):\n\n\
 OPTIONS sip:a SIP/2.0\r\nCall-ID: x\r\n\r\n-----\r\n\n\
 ----------------------------------------------- 2026-11-22 03:57:52.340051\n\
@@ -257,7 +261,10 @@ SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1, SIP/2.0/UDP g;branch=z9hG4
         assert_eq!(msgs[0].call_id().as_deref(), Some("x"));
         assert_eq!(msgs[0].body(), b"-----\r\n");
         let t = msgs[0].time_of_day.unwrap();
-        assert!((t - (3.0 * 3600.0 + 57.0 * 60.0 + 52.340003)).abs() < 1e-6, "{t}");
+        assert!(
+            (t - (3.0 * 3600.0 + 57.0 * 60.0 + 52.340003)).abs() < 1e-6,
+            "{t}"
+        );
         assert_eq!(msgs[1].direction, Direction::Received);
         assert_eq!(msgs[1].transport, "TCP");
         assert_eq!(msgs[1].status(), Some(200));

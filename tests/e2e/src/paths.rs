@@ -46,7 +46,12 @@ pub fn palisade_bin() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         tried.push(Path::new(&dir).join("release").join("palisade"));
     }
-    tried.push(workspace_root().join("target").join("release").join("palisade"));
+    tried.push(
+        workspace_root()
+            .join("target")
+            .join("release")
+            .join("palisade"),
+    );
     for bin in &tried {
         if bin.is_file() {
             return bin.clone();

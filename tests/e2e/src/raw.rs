@@ -16,7 +16,12 @@ pub fn udp_socket(ip: Ipv4Addr) -> UdpSocket {
 
 /// Sends `payload` from `socket` to `to` and collects every datagram that
 /// arrives within `wait` (the whole window is always waited out).
-pub fn udp_send_collect(socket: &UdpSocket, to: SocketAddr, payload: &[u8], wait: Duration) -> Vec<Vec<u8>> {
+pub fn udp_send_collect(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    payload: &[u8],
+    wait: Duration,
+) -> Vec<Vec<u8>> {
     socket
         .send_to(payload, to)
         .unwrap_or_else(|e| panic!("UDP send to {to}: {e}"));
@@ -50,7 +55,12 @@ pub fn udp_collect(socket: &UdpSocket, wait: Duration, max: usize) -> Vec<Vec<u8
 
 /// Sends `payload` from a fresh socket on `from_ip` and returns the first
 /// datagram back, if one arrives within `wait`.
-pub fn udp_request(from_ip: Ipv4Addr, to: SocketAddr, payload: &[u8], wait: Duration) -> Option<Vec<u8>> {
+pub fn udp_request(
+    from_ip: Ipv4Addr,
+    to: SocketAddr,
+    payload: &[u8],
+    wait: Duration,
+) -> Option<Vec<u8>> {
     let socket = udp_socket(from_ip);
     socket
         .send_to(payload, to)
@@ -83,7 +93,12 @@ pub fn tcp_connect(from_ip: Ipv4Addr, to: SocketAddr) -> TcpStream {
 /// Connects from `from_ip` to `to`, writes `payload`, then reads until the peer
 /// closes or `wait` passes. Our side never half-closes, so an unfinished frame
 /// stays unfinished.
-pub fn tcp_exchange(from_ip: Ipv4Addr, to: SocketAddr, payload: &[u8], wait: Duration) -> TcpOutcome {
+pub fn tcp_exchange(
+    from_ip: Ipv4Addr,
+    to: SocketAddr,
+    payload: &[u8],
+    wait: Duration,
+) -> TcpOutcome {
     let mut stream = tcp_connect(from_ip, to);
     tcp_send_collect(&mut stream, payload, wait)
 }
@@ -123,7 +138,12 @@ pub fn tcp_send_collect(stream: &mut TcpStream, payload: &[u8], wait: Duration) 
             Ok(n) => out.received.extend_from_slice(&buf[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
                 out.closed_by_peer = true;
                 break;
             }
@@ -150,7 +170,10 @@ pub fn split_stream(mut bytes: &[u8]) -> Vec<Vec<u8>> {
         let body_len = head
             .lines()
             .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length") || n.trim().eq_ignore_ascii_case("l"))
+            .find(|(n, _)| {
+                n.trim().eq_ignore_ascii_case("content-length")
+                    || n.trim().eq_ignore_ascii_case("l")
+            })
             .and_then(|(_, v)| v.trim().parse::<usize>().ok())
             .unwrap_or(0);
         let end = (head_end + 4 + body_len).min(bytes.len());
@@ -160,7 +183,12 @@ pub fn split_stream(mut bytes: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// An out-of-dialog OPTIONS from `from` to `to` with this Call-ID.
-pub fn options_request(from: SocketAddr, to: SocketAddr, transport: &str, call_id: &str) -> Vec<u8> {
+pub fn options_request(
+    from: SocketAddr,
+    to: SocketAddr,
+    transport: &str,
+    call_id: &str,
+) -> Vec<u8> {
     format!(
         "OPTIONS sip:{to} SIP/2.0\r\n\
          Via: SIP/2.0/{transport} {from};branch=z9hG4bK-{call_id};rport\r\n\
@@ -177,9 +205,16 @@ pub fn options_request(from: SocketAddr, to: SocketAddr, transport: &str, call_i
 
 /// Sends an OPTIONS over UDP from `from_ip` and returns the response with the
 /// same Call-ID, if one arrives within `wait`.
-pub fn udp_options(from_ip: Ipv4Addr, to: SocketAddr, call_id: &str, wait: Duration) -> Option<Vec<u8>> {
+pub fn udp_options(
+    from_ip: Ipv4Addr,
+    to: SocketAddr,
+    call_id: &str,
+    wait: Duration,
+) -> Option<Vec<u8>> {
     let socket = udp_socket(from_ip);
-    let from = socket.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let from = socket
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
     let req = options_request(from, to, "UDP", call_id);
     socket
         .send_to(&req, to)
@@ -205,7 +240,8 @@ mod tests {
 
     #[test]
     fn splits_a_stream_by_content_length() {
-        let s = b"\r\nSIP/2.0 400 Bad\r\nContent-Length: 3\r\n\r\nabcSIP/2.0 200 OK\r\nl: 0\r\n\r\n";
+        let s =
+            b"\r\nSIP/2.0 400 Bad\r\nContent-Length: 3\r\n\r\nabcSIP/2.0 200 OK\r\nl: 0\r\n\r\n";
         let parts = split_stream(s);
         assert_eq!(parts.len(), 2);
         assert!(parts[0].ends_with(b"abc"));
@@ -221,7 +257,12 @@ mod tests {
             let (n, from) = echo.recv_from(&mut buf).unwrap();
             echo.send_to(&buf[..n], from).unwrap();
         });
-        let back = udp_request("127.100.252.2".parse().unwrap(), echo_addr, b"ping", Duration::from_secs(2));
+        let back = udp_request(
+            "127.100.252.2".parse().unwrap(),
+            echo_addr,
+            b"ping",
+            Duration::from_secs(2),
+        );
         t.join().unwrap();
         assert_eq!(back.as_deref(), Some(&b"ping"[..]));
     }
@@ -237,7 +278,12 @@ mod tests {
             s.read_exact(&mut buf).unwrap();
             s.write_all(b"pong").unwrap();
         });
-        let out = tcp_exchange("127.100.252.4".parse().unwrap(), addr, b"ping", Duration::from_secs(2));
+        let out = tcp_exchange(
+            "127.100.252.4".parse().unwrap(),
+            addr,
+            b"ping",
+            Duration::from_secs(2),
+        );
         t.join().unwrap();
         assert_eq!(out.received, b"pong");
         assert!(out.closed_by_peer);

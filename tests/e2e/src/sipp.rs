@@ -75,7 +75,11 @@ impl SippFiles {
                 let text = String::from_utf8_lossy(&text);
                 let lines: Vec<&str> = text.lines().collect();
                 let start = lines.len().saturating_sub(tail);
-                out.push_str(&format!("--- {what} ({}) ---\n{}\n", path.display(), lines[start..].join("\n")));
+                out.push_str(&format!(
+                    "--- {what} ({}) ---\n{}\n",
+                    path.display(),
+                    lines[start..].join("\n")
+                ));
             }
         }
         out
@@ -191,7 +195,12 @@ impl Sipp {
             "1".into(),
         ];
         if let Some(local) = self.local {
-            a.extend(["-i".into(), local.ip().to_string(), "-p".into(), local.port().to_string()]);
+            a.extend([
+                "-i".into(),
+                local.ip().to_string(),
+                "-p".into(),
+                local.port().to_string(),
+            ]);
         }
         let media = self.media.or_else(|| match self.local {
             Some(SocketAddr::V4(v4)) => Some((*v4.ip(), PEER_MEDIA_PORT)),
@@ -234,8 +243,11 @@ impl Sipp {
             .try_clone()
             .unwrap_or_else(|e| panic!("dup stdout file: {e}"));
         let args = self.args();
-        std::fs::write(self.dir.join(format!("{}.cmd", self.label)), format!("sipp {}\n", args.join(" ")))
-            .unwrap_or_else(|e| panic!("write command file: {e}"));
+        std::fs::write(
+            self.dir.join(format!("{}.cmd", self.label)),
+            format!("sipp {}\n", args.join(" ")),
+        )
+        .unwrap_or_else(|e| panic!("write command file: {e}"));
         let child = Command::new(sipp)
             .args(&args)
             .current_dir(&self.dir)
@@ -256,7 +268,9 @@ impl Sipp {
 
     /// Starts a callee and waits (up to 5 s) until its SIP port is bound.
     pub fn spawn_uas(self) -> SippProcess {
-        let local = self.local.unwrap_or_else(|| panic!("{}: a UAS needs .local()", self.label));
+        let local = self
+            .local
+            .unwrap_or_else(|| panic!("{}: a UAS needs .local()", self.label));
         let transport = self.transport;
         let mut p = self.spawn();
         let ready = net::wait_until(Duration::from_secs(5), || {
@@ -314,7 +328,10 @@ impl SippProcess {
     /// Waits for SIPp to exit by itself (bounded by its `-timeout` plus a
     /// margin; past that it is killed and the test fails).
     pub fn wait(mut self) -> SippOutcome {
-        let mut child = self.child.take().unwrap_or_else(|| panic!("{} already reaped", self.label));
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{} already reaped", self.label));
         let deadline = now() + self.limit;
         let status = loop {
             match child.try_wait() {
@@ -390,7 +407,7 @@ impl SippStats {
     pub fn parse(text: &str) -> Option<SippStats> {
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let header: Vec<&str> = lines.next()?.split(';').collect();
-        let last: Vec<&str> = lines.last()?.split(';').collect();
+        let last: Vec<&str> = lines.next_back()?.split(';').collect();
         let field = |name: &str| -> Option<u64> {
             let i = header.iter().position(|h| *h == name)?;
             last.get(i)?.trim().parse().ok()
@@ -496,7 +513,10 @@ mod tests {
         let joined = a.join(" ");
         assert!(joined.contains("-t t1"), "{joined}");
         assert!(joined.contains("-mi 127.100.20.10 -mp 16000"), "{joined}");
-        assert!(joined.contains("-key callee +4971") && !joined.contains("+49 "), "{joined}");
+        assert!(
+            joined.contains("-key callee +4971") && !joined.contains("+49 "),
+            "{joined}"
+        );
         assert!(joined.contains("-timeout 30s -timeout_error"), "{joined}");
     }
 }

@@ -189,7 +189,10 @@ mod tests {
         let nums: HashSet<_> = Slot::ALL.iter().map(|s| *s as u8).collect();
         assert_eq!(names.len(), Slot::ALL.len());
         assert_eq!(nums.len(), Slot::ALL.len());
-        assert!(nums.iter().all(|n| *n > 0), "slot 0 would be 127.100.0.x, keep it free");
+        assert!(
+            nums.iter().all(|n| *n > 0),
+            "slot 0 would be 127.100.0.x, keep it free"
+        );
     }
 
     #[test]

@@ -25,16 +25,24 @@ fn lab_starts_pings_and_stops_a_standin() {
     let lab = Lab::builder(Slot::HarnessStandin).binary(standin()).start();
     let net = lab.net();
     // The readiness probe got its 200; a second ping does too, with Allow.
-    let resp = lab.options_ping(Duration::from_secs(2)).expect("stand-in answers OPTIONS");
+    let resp = lab
+        .options_ping(Duration::from_secs(2))
+        .expect("stand-in answers OPTIONS");
     let text = String::from_utf8_lossy(&resp);
     assert!(text.starts_with("SIP/2.0 200"), "{text}");
     assert!(text.contains("Allow:"), "{text}");
     assert!(palisade_e2e::net::udp_bound(net.inside()));
     assert!(lab.config_path().is_file());
-    assert!(lab.log().contains("stand-in: answering OPTIONS"), "{}", lab.log());
+    assert!(
+        lab.log().contains("stand-in: answering OPTIONS"),
+        "{}",
+        lab.log()
+    );
     lab.shutdown();
     assert!(
-        palisade_e2e::net::wait_until(Duration::from_secs(3), || !palisade_e2e::net::udp_bound(net.inside())),
+        palisade_e2e::net::wait_until(Duration::from_secs(3), || !palisade_e2e::net::udp_bound(
+            net.inside()
+        )),
         "the stand-in still holds the inside port after shutdown"
     );
 }
@@ -63,7 +71,8 @@ fn lab_drop_reports_a_crash() {
         .status()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let err = catch_unwind(AssertUnwindSafe(move || drop(lab))).expect_err("a crash must fail the test");
+    let err =
+        catch_unwind(AssertUnwindSafe(move || drop(lab))).expect_err("a crash must fail the test");
     let text = panic_text(err);
     assert!(text.contains("died during the test"), "{text}");
 }

@@ -62,7 +62,11 @@ fn cancel() {
 
 #[test]
 fn reinvite_hold() {
-    pair(Slot::DirectReinviteHold, "uas_reinvite_hold", "uac_reinvite_hold");
+    pair(
+        Slot::DirectReinviteHold,
+        "uas_reinvite_hold",
+        "uac_reinvite_hold",
+    );
 }
 
 #[test]
@@ -83,14 +87,20 @@ fn options() {
 #[test]
 fn call_over_tcp() {
     let (dir, net) = setup(Slot::DirectTcp);
-    let callee = uas(&dir, net, "uas_answer").transport(Transport::Tcp).spawn_uas();
+    let callee = uas(&dir, net, "uas_answer")
+        .transport(Transport::Tcp)
+        .spawn_uas();
     let caller = uac(&dir, net, "uac_call").transport(Transport::Tcp).run();
     caller.assert_success(1);
     assert!(caller.messages().iter().all(|m| m.transport == "TCP"));
     // The callee's timewait ends when the caller closes its connection, which
     // SIPp counts as a failed call; what matters is it saw the whole call.
     let callee = callee.kill();
-    let got: Vec<_> = callee.received().iter().filter_map(|m| m.method()).collect();
+    let got: Vec<_> = callee
+        .received()
+        .iter()
+        .filter_map(|m| m.method())
+        .collect();
     assert_eq!(got, ["INVITE", "ACK", "BYE"]);
 }
 
@@ -99,7 +109,9 @@ fn the_checks_in_the_scenarios_bite() {
     // The callee expects requests from an address nobody uses: the call
     // completes, but the callee marks it failed (exit 1).
     let (dir, net) = setup(Slot::DirectChecks);
-    let callee = uas(&dir, net, "uas_answer").key("expect_peer", "127.9.9.9").spawn_uas();
+    let callee = uas(&dir, net, "uas_answer")
+        .key("expect_peer", "127.9.9.9")
+        .spawn_uas();
     let caller = uac(&dir, net, "uac_call").run();
     caller.assert_success(1);
     let callee = callee.wait();
@@ -107,7 +119,9 @@ fn the_checks_in_the_scenarios_bite() {
     assert_eq!(callee.stats.map(|s| s.failed), Some(1));
     // And the caller checks the answer's Contact the same way.
     let callee = uas(&dir, net, "uas_answer").spawn_uas();
-    let caller = uac(&dir, net, "uac_call").key("expect_peer", "127.9.9.9").run();
+    let caller = uac(&dir, net, "uac_call")
+        .key("expect_peer", "127.9.9.9")
+        .run();
     caller.assert_exit(1);
     callee.wait().assert_success(1);
 }
@@ -116,7 +130,11 @@ fn the_checks_in_the_scenarios_bite() {
 fn load_100_calls_at_50_cps() {
     let (dir, net) = setup(Slot::DirectLoad);
     let callee = uas(&dir, net, "uas_answer").calls(100).spawn_uas();
-    let caller = uac(&dir, net, "uac_call").calls(100).rate(50).limit(100).run();
+    let caller = uac(&dir, net, "uac_call")
+        .calls(100)
+        .rate(50)
+        .limit(100)
+        .run();
     caller.assert_success(100);
     callee.wait().assert_success(100);
 }
@@ -146,9 +164,17 @@ fn retry_after_callee_answers_503_and_takes_the_ack() {
     let callee = uas(&dir, net, "uas_503_retry_after").spawn_uas();
     let sock = raw::udp_socket(net.pbx_ip());
     let me = sock.local_addr().unwrap();
-    let got = raw::udp_send_collect(&sock, net.carrier_primary(), &raw_invite(me, net.carrier_primary(), "ra-1"), Duration::from_millis(300));
+    let got = raw::udp_send_collect(
+        &sock,
+        net.carrier_primary(),
+        &raw_invite(me, net.carrier_primary(), "ra-1"),
+        Duration::from_millis(300),
+    );
     assert!(!got.is_empty(), "no response");
-    assert!(got.iter().all(|r| r.starts_with(b"SIP/2.0 503 ")), "only the 503 (and its retransmissions)");
+    assert!(
+        got.iter().all(|r| r.starts_with(b"SIP/2.0 503 ")),
+        "only the 503 (and its retransmissions)"
+    );
     let resp = String::from_utf8_lossy(&got[0]).into_owned();
     assert!(resp.starts_with("SIP/2.0 503 "), "{resp}");
     assert!(resp.contains("\r\nRetry-After: 30\r\n"), "{resp}");
@@ -173,11 +199,23 @@ fn silent_callee_never_answers() {
     let invite = raw_invite(me, net.carrier_primary(), "silent-1");
     // The INVITE and a retransmission: no answer to either.
     for _ in 0..2 {
-        let got = raw::udp_send_collect(&sock, net.carrier_primary(), &invite, Duration::from_millis(700));
-        assert!(got.is_empty(), "the silent callee answered: {:?}", String::from_utf8_lossy(&got[0]));
+        let got = raw::udp_send_collect(
+            &sock,
+            net.carrier_primary(),
+            &invite,
+            Duration::from_millis(700),
+        );
+        assert!(
+            got.is_empty(),
+            "the silent callee answered: {:?}",
+            String::from_utf8_lossy(&got[0])
+        );
     }
     let log = callee.kill().messages();
-    assert!(log.iter().all(|m| m.direction == Direction::Received), "it sent something");
+    assert!(
+        log.iter().all(|m| m.direction == Direction::Received),
+        "it sent something"
+    );
     assert!(log.iter().filter(|m| m.is_request("INVITE")).count() >= 1);
 }
 
@@ -194,11 +232,19 @@ fn leak_scanner_catches_a_call_without_a_b2bua() {
     let pbx_log = caller.messages();
     let carrier_log = callee.messages();
     let err = catch_unwind(AssertUnwindSafe(|| {
-        assert_topology_hidden(net, &pbx_log, &[&carrier_log], LeakOptions::before_media_anchoring())
+        assert_topology_hidden(
+            net,
+            &pbx_log,
+            &[&carrier_log],
+            LeakOptions::before_media_anchoring(),
+        )
     }))
     .expect_err("a direct call leaks everything");
     let text = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(text.contains(&net.pbx_ip().to_string()), "{text}");
     assert!(text.contains("identifier"), "{text}");
-    assert!(text.contains("carrier received") && text.contains("PBX received"), "{text}");
+    assert!(
+        text.contains("carrier received") && text.contains("PBX received"),
+        "{text}"
+    );
 }

@@ -1,0 +1,37 @@
+//! Topology hiding: every byte each peer received is scanned for the other
+//! side's addresses and dialog identifiers (Call-ID, tags, branches).
+
+use palisade_e2e::{Lab, LeakOptions, Slot, assert_topology_hidden};
+
+#[test]
+fn outbound_call_leaks_nothing() {
+    let lab = Lab::start(Slot::LeakOutbound);
+    let carrier = lab.carrier_primary("uas_answer").spawn_uas();
+    let pbx = lab.pbx_uac("uac_call").pause_ms(200).run();
+    pbx.assert_success(1);
+    let carrier = carrier.wait();
+    carrier.assert_success(1);
+    // SDP c= lines pass through until media anchoring lands (see LeakOptions).
+    assert_topology_hidden(
+        lab.net(),
+        &pbx.messages(),
+        &[&carrier.messages()],
+        LeakOptions::before_media_anchoring(),
+    );
+}
+
+#[test]
+fn inbound_call_leaks_nothing() {
+    let lab = Lab::start(Slot::LeakInbound);
+    let pbx = lab.pbx_uas("uas_answer").spawn_uas();
+    let carrier = lab.carrier_uac("uac_call").pause_ms(200).run();
+    carrier.assert_success(1);
+    let pbx = pbx.wait();
+    pbx.assert_success(1);
+    assert_topology_hidden(
+        lab.net(),
+        &pbx.messages(),
+        &[&carrier.messages()],
+        LeakOptions::before_media_anchoring(),
+    );
+}

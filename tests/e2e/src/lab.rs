@@ -31,6 +31,9 @@ pub struct LabConfig {
     pub t1_ms: u64,
     /// `sip.no_answer_timeout_seconds`.
     pub no_answer_timeout_seconds: u64,
+    /// `sip.max_udp_message_bytes` and `sip.max_tcp_message_bytes`: one cap for
+    /// both, 16 KiB, which the malformed corpus's oversize case relies on.
+    pub max_message_bytes: u64,
     /// `shutdown.grace_seconds`.
     pub shutdown_grace_seconds: u64,
     /// `logging.level`.
@@ -44,6 +47,7 @@ impl Default for LabConfig {
             member_timeout_ms: 1500,
             t1_ms: 500,
             no_answer_timeout_seconds: 180,
+            max_message_bytes: 16384,
             shutdown_grace_seconds: 2,
             log_level: "debug".to_string(),
         }
@@ -67,6 +71,7 @@ impl LabConfig {
             member_timeout_ms,
             t1_ms,
             no_answer_timeout_seconds,
+            max_message_bytes,
             shutdown_grace_seconds,
             log_level,
             ..
@@ -124,6 +129,8 @@ sip:\n\
 \x20 member_timeout_ms: {member_timeout_ms}\n\
 \x20 t1_ms: {t1_ms}\n\
 \x20 no_answer_timeout_seconds: {no_answer_timeout_seconds}\n\
+\x20 max_udp_message_bytes: {max_message_bytes}\n\
+\x20 max_tcp_message_bytes: {max_message_bytes}\n\
 \n\
 shutdown:\n\
 \x20 grace_seconds: {shutdown_grace_seconds}\n\

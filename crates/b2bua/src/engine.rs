@@ -13,8 +13,9 @@ use palisade_sip::{
     reason_phrase, salvage_request,
 };
 use palisade_transaction::{
-    ClientInvite, ClientKey, ClientNonInvite, Event as TxnEvent, MethodClass, ServerInvite,
-    ServerKey, ServerNonInvite, TimerConfig, TimerQueue, Uas2xxRetransmitter, is_rfc3261_branch,
+    ClientInvite, ClientKey, ClientNonInvite, Event as TxnEvent, Machine, MethodClass,
+    ServerInvite, ServerKey, ServerNonInvite, TimerConfig, TimerQueue, Uas2xxRetransmitter,
+    is_rfc3261_branch,
 };
 use smallvec::SmallVec;
 
@@ -115,14 +116,21 @@ enum CallTimer {
     NoAnswer,
     /// Retransmission of a relayed 2xx until the ACK.
     Uas2xx,
+    /// A relayed re-INVITE got no final answer in time.
+    ReInvite,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum TimerKey {
     Server(TxnId),
+    /// Last resort: a server transaction the TU never answered gets 408.
+    ServerGuard(TxnId),
     Client(TxnId),
     Call(CallRef, CallTimer),
 }
+
+/// Dialogs sharing one Call-ID: (our tag on that leg, call, side).
+type DialogEntries = SmallVec<[(String, CallRef, Side); 1]>;
 
 /// The B2BUA call engine. Sans-IO: feed it messages and time, drain
 /// transmits and events. See the crate documentation.
@@ -133,7 +141,7 @@ pub struct Engine {
     stages: HashMap<TrunkId, Vec<Box<dyn Stage>>>,
     calls: HashMap<CallRef, Call>,
     /// Call-ID → (our tag on that leg, call, side).
-    dialogs: HashMap<String, SmallVec<[(String, CallRef, Side); 1]>>,
+    dialogs: HashMap<String, DialogEntries>,
     server: HashMap<TxnId, ServerTxn>,
     server_keys: HashMap<ServerKey, TxnId>,
     client: HashMap<TxnId, ClientTxn>,
@@ -479,6 +487,13 @@ impl Engine {
                     .map_or_else(|| self.ids.tag(), str::to_owned),
             ),
         };
+        let guard = if request.method() == Some(&Method::Invite) {
+            self.cfg.sip().no_answer_timeout + self.timers_cfg.t1 * 64
+        } else {
+            self.timers_cfg.t1 * 64
+        };
+        self.timers
+            .set(TimerKey::ServerGuard(id), Some(now + guard));
         self.server_keys.insert(key.clone(), id);
         self.server.insert(
             id,
@@ -545,6 +560,7 @@ impl Engine {
         };
         if status >= 200 {
             t.finished = true;
+            self.timers.cancel(&TimerKey::ServerGuard(id));
         }
         if result.is_err() {
             self.stats.internal_errors += 1;
@@ -569,27 +585,10 @@ impl Engine {
         let flow = t.flow;
         let mut out: SmallVec<[Bytes; 2]> = SmallVec::new();
         let mut events: SmallVec<[TxnEvent; 2]> = SmallVec::new();
-        let deadline;
-        match &mut t.machine {
-            ServerMachine::Invite(m) => {
-                while let Some(b) = m.poll_transmit() {
-                    out.push(b);
-                }
-                while let Some(e) = m.poll_event() {
-                    events.push(e);
-                }
-                deadline = m.poll_timeout();
-            }
-            ServerMachine::NonInvite(m) => {
-                while let Some(b) = m.poll_transmit() {
-                    out.push(b);
-                }
-                while let Some(e) = m.poll_event() {
-                    events.push(e);
-                }
-                deadline = m.poll_timeout();
-            }
-        }
+        let deadline = match &mut t.machine {
+            ServerMachine::Invite(m) => drain(m, &mut out, &mut events),
+            ServerMachine::NonInvite(m) => drain(m, &mut out, &mut events),
+        };
         for b in out {
             self.transmit(flow, b);
         }
@@ -601,6 +600,7 @@ impl Engine {
         }
         if terminated {
             self.timers.cancel(&TimerKey::Server(id));
+            self.timers.cancel(&TimerKey::ServerGuard(id));
             if let Some(t) = self.server.remove(&id) {
                 if self.server_keys.get(&t.key) == Some(&id) {
                     self.server_keys.remove(&t.key);
@@ -677,27 +677,10 @@ impl Engine {
         let flow = t.flow;
         let mut out: SmallVec<[Bytes; 2]> = SmallVec::new();
         let mut events: SmallVec<[TxnEvent; 2]> = SmallVec::new();
-        let deadline;
-        match &mut t.machine {
-            ClientMachine::Invite(m) => {
-                while let Some(b) = m.poll_transmit() {
-                    out.push(b);
-                }
-                while let Some(e) = m.poll_event() {
-                    events.push(e);
-                }
-                deadline = m.poll_timeout();
-            }
-            ClientMachine::NonInvite(m) => {
-                while let Some(b) = m.poll_transmit() {
-                    out.push(b);
-                }
-                while let Some(e) = m.poll_event() {
-                    events.push(e);
-                }
-                deadline = m.poll_timeout();
-            }
-        }
+        let deadline = match &mut t.machine {
+            ClientMachine::Invite(m) => drain(m, &mut out, &mut events),
+            ClientMachine::NonInvite(m) => drain(m, &mut out, &mut events),
+        };
         for b in out {
             self.transmit(flow, b);
         }
@@ -819,6 +802,23 @@ impl Engine {
                     }
                 }
                 TimerKey::Call(c, CallTimer::Uas2xx) => self.on_uas2xx_timer(now, c),
+                TimerKey::Call(c, CallTimer::ReInvite) => {
+                    let pending = self
+                        .calls
+                        .get(&c)
+                        .and_then(|call| call.invite.as_ref())
+                        .is_some_and(|r| !r.answered);
+                    if pending {
+                        // RFC 5057: a re-INVITE that times out ends the dialog.
+                        self.end_call(now, c, EndReason::PeerVanished, None);
+                    }
+                }
+                TimerKey::ServerGuard(id) => {
+                    if self.server.get(&id).is_some_and(|t| !t.finished) {
+                        self.stats.guard_timeouts += 1;
+                        self.respond(now, id, 408, |_| {});
+                    }
+                }
             }
         }
     }
@@ -1310,17 +1310,19 @@ impl Engine {
                     return;
                 };
                 a.responded = true;
+                // Any 1xx, 100 included, allows a CANCEL (RFC 3261 9.1).
+                a.provisional = true;
                 self.timers
                     .cancel(&TimerKey::Call(c, CallTimer::MemberTimeout(idx)));
-                if status == 100 {
-                    return;
-                }
-                a.provisional = true;
                 if a.abandoned || call.state != CallState::Early {
-                    // Cancelled before the callee said anything: now a CANCEL may go.
+                    // Given up on before the callee said anything: the CANCEL
+                    // may go now, and it ends the transaction.
                     if !a.cancel_sent {
                         self.cancel_attempt(now, c, idx);
                     }
+                    return;
+                }
+                if status == 100 {
                     return;
                 }
                 // Early dialog on B: remember the callee's tag for UPDATE/early BYE.
@@ -1354,29 +1356,34 @@ impl Engine {
             return;
         };
         let (call, purpose) = (t.call, t.purpose);
+        self.handle_client_final(now, id, call, purpose, status, msg);
+        // Settle last: settling may remove the call, and the handlers above
+        // still need it (a relayed request's origin must get its answer).
+        self.settle(now, id);
+    }
+
+    fn handle_client_final(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        call: Option<(CallRef, Side)>,
+        purpose: Purpose,
+        status: u16,
+        msg: Option<&Message>,
+    ) {
         let is_2xx = (200..300).contains(&status);
-        if !is_2xx {
-            // Non-2xx finals settle the transaction; a 2xx to an INVITE
-            // keeps it Accepted for retransmissions (RFC 6026), but the call
-            // does not wait for that.
-            self.settle(now, id);
-        } else {
-            self.settle(now, id);
-        }
         let Some((c, side)) = call else {
             return;
         };
-        if !self.calls.contains_key(&c) {
-            if is_2xx && matches!(purpose, Purpose::Attempt(_)) {
-                if let Some(m) = msg {
-                    self.kill_stray_2xx(now, id, m);
-                }
-            }
-            return;
-        }
+        let ending = self
+            .calls
+            .get(&c)
+            .is_none_or(|call| call.state == CallState::Ending);
         match purpose {
-            Purpose::Attempt(idx) => self.on_attempt_final(now, c, idx, id, status, msg),
-            Purpose::ReInvite => self.on_reinvite_final(now, c, side, status, msg),
+            Purpose::Relay(server) if ending => {
+                // The call is gone; the origin still gets an answer.
+                self.respond(now, server, if is_2xx { 481 } else { status }, |_| {});
+            }
             Purpose::Relay(server) => {
                 let target = side.other();
                 match msg {
@@ -1388,6 +1395,18 @@ impl Engine {
                     self.end_call(now, c, EndReason::PeerVanished, None);
                 }
             }
+            Purpose::Attempt(_) | Purpose::ReInvite if !self.calls.contains_key(&c) => {
+                if let (true, Some(m)) = (is_2xx, msg) {
+                    self.kill_stray_2xx(now, id, m);
+                }
+            }
+            Purpose::ReInvite if ending => {
+                if let (true, Some(m)) = (is_2xx, msg) {
+                    self.kill_stray_2xx(now, id, m);
+                }
+            }
+            Purpose::Attempt(idx) => self.on_attempt_final(now, c, idx, id, status, msg),
+            Purpose::ReInvite => self.on_reinvite_final(now, c, side, status, msg),
             Purpose::Bye | Purpose::Cancel => {}
         }
     }
@@ -1627,16 +1646,27 @@ impl Engine {
         a.cancel_sent = true;
         a.abandoned = true;
         let txn = a.txn;
+        self.cancel_client_invite(now, txn, c);
+    }
+
+    /// Sends the CANCEL for client INVITE `txn` if a provisional allows it
+    /// (RFC 3261 9.1); without one, Timer B ends the transaction.
+    fn cancel_client_invite(&mut self, now: Instant, txn: TxnId, c: CallRef) {
         let Some(t) = self.client.get_mut(&txn) else {
             return;
         };
+        let side = t.call.map_or(Side::B, |(_, s)| s);
+        let ClientMachine::Invite(m) = &mut t.machine else {
+            return;
+        };
+        if !m.has_provisional() {
+            return;
+        }
+        m.on_cancel_sent(now);
         let cancel = MessageWriter::cancel_for(&t.request);
         let flow = t.flow;
-        if let ClientMachine::Invite(m) = &mut t.machine {
-            m.on_cancel_sent(now);
-        }
         self.drive_client(now, txn);
-        self.send_request(now, flow, cancel, Some((c, Side::B)), Purpose::Cancel);
+        self.send_request(now, flow, cancel, Some((c, side)), Purpose::Cancel);
     }
 
     /// Relays a response received on the other leg to the origin of the
@@ -1927,6 +1957,10 @@ impl Engine {
                 r.client = client;
             }
         }
+        self.timers.set(
+            TimerKey::Call(c, CallTimer::ReInvite),
+            Some(now + self.timers_cfg.t1 * 64),
+        );
     }
 
     fn on_reinvite_final(
@@ -2064,7 +2098,7 @@ impl Engine {
         if reason == EndReason::Cancelled {
             call.cancelled = true;
         }
-        for t in [CallTimer::NoAnswer, CallTimer::Uas2xx] {
+        for t in [CallTimer::NoAnswer, CallTimer::Uas2xx, CallTimer::ReInvite] {
             self.timers.cancel(&TimerKey::Call(c, t));
         }
         let relay = call.invite.take();
@@ -2073,7 +2107,11 @@ impl Engine {
             self.timers
                 .cancel(&TimerKey::Call(c, CallTimer::MemberTimeout(*i)));
         }
-        // The caller's pending INVITE (initial or re-INVITE) gets its final.
+        // The caller's pending INVITE (initial or re-INVITE) gets its final,
+        // and a re-INVITE still pending on the other leg is cancelled.
+        if let Some(client) = relay.as_ref().and_then(|r| r.client) {
+            self.cancel_client_invite(now, client, c);
+        }
         if let Some(r) = relay {
             if !r.answered {
                 let s = match (prev, status) {
@@ -2160,6 +2198,21 @@ impl Engine {
         self.unregister_dialog(&bcid, &btag);
         self.calls.remove(&c);
     }
+}
+
+/// Moves a machine's pending transmits and events out; returns its next deadline.
+fn drain<M: Machine>(
+    m: &mut M,
+    out: &mut SmallVec<[Bytes; 2]>,
+    events: &mut SmallVec<[TxnEvent; 2]>,
+) -> Option<Instant> {
+    while let Some(b) = m.poll_transmit() {
+        out.push(b);
+    }
+    while let Some(e) = m.poll_event() {
+        events.push(e);
+    }
+    m.poll_timeout()
 }
 
 /// Our Contact value on a zone for a transport.

@@ -195,6 +195,9 @@ pub struct EngineStats {
     pub transmits_dropped: u64,
     /// Events dropped because the queue was full (never expected).
     pub events_dropped: u64,
+    /// Server transactions the engine failed to answer in time (answered 408
+    /// by the guard timer; a bug or a pathological peer if non-zero).
+    pub guard_timeouts: u64,
     /// Internal errors (a bug if non-zero).
     pub internal_errors: u64,
     /// Gauge: calls in progress.

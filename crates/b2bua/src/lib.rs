@@ -21,6 +21,8 @@
 
 mod call;
 mod engine;
+#[doc(hidden)]
+pub mod fuzz;
 mod ids;
 pub mod sdp;
 mod stage;

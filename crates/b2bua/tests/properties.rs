@@ -154,3 +154,29 @@ proptest! {
         prop_assert_eq!(lab.engine.poll_timeout(), None, "a timer is still armed");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The fuzz target's entry point on random input (stable stand-in for `cargo fuzz run engine`).
+    #[test]
+    fn engine_fuzz_entry_accepts_random_input(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
+        palisade_b2bua::fuzz::drive(origin(), &data);
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the virtual clock needs one real origin
+fn origin() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+#[test]
+fn engine_fuzz_seed_corpus() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/engine");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        palisade_b2bua::fuzz::drive(origin(), &std::fs::read(e.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n >= 3);
+}

@@ -637,6 +637,7 @@ impl Engine {
                 return None;
             }
         };
+        let (flow, bytes, request) = self.fit_transport(flow, bytes, request);
         let branch = request.branch().unwrap_or_default().to_owned();
         let method = request.method().cloned().unwrap_or(Method::Options);
         let key = ClientKey::new(&branch, MethodClass::of_request(method.as_str()));
@@ -668,6 +669,73 @@ impl Engine {
         self.stats.requests_sent += 1;
         self.drive_client(now, id);
         Some(id)
+    }
+
+    /// RFC 3261 18.1.1: a request over UDP larger than `sip.udp_mtu_bytes`
+    /// goes over TCP to the same address when the zone listens on TCP (the
+    /// top Via says so); otherwise it is sent as is and may fragment.
+    fn fit_transport(
+        &mut self,
+        flow: Flow,
+        bytes: Bytes,
+        request: Message,
+    ) -> (Flow, Bytes, Message) {
+        let too_big =
+            flow.transport == Transport::Udp && bytes.len() > self.cfg.sip().udp_mtu_bytes;
+        let tcp = self
+            .cfg
+            .zone(flow.zone)
+            .is_some_and(|z| z.has_transport(Transport::Tcp));
+        if !too_big || !tcp {
+            return (flow, bytes, request);
+        }
+        let Some(via) = request.headers().find(|h| h.name == HeaderName::Via) else {
+            return (flow, bytes, request);
+        };
+        let value = via.value.to_vec();
+        let Some(pos) = value
+            .windows(11)
+            .position(|w| w.eq_ignore_ascii_case(b"SIP/2.0/UDP"))
+        else {
+            return (flow, bytes, request);
+        };
+        let mut new_value = value.clone();
+        new_value[pos + 8..pos + 11].copy_from_slice(b"TCP");
+        // The port in our Via is the zone's UDP port; use the TCP one.
+        let zone_tcp = self
+            .cfg
+            .zone(flow.zone)
+            .map(|z| (host_str(z.sip_address), z.udp_port, z.tcp_port));
+        if let Some((host, udp, tcp)) = zone_tcp {
+            let from = format!("{host}:{udp}");
+            if let Some(text) = std::str::from_utf8(&new_value)
+                .ok()
+                .map(|t| t.replacen(&from, &format!("{host}:{tcp}"), 1))
+            {
+                new_value = text.into_bytes();
+            }
+        }
+        let mut edit = Editor::new(&request);
+        edit.replace_value(via.index, &new_value);
+        let out = edit.finish();
+        let limits = ParseLimits {
+            max_message_bytes: usize::MAX,
+            max_headers: usize::MAX,
+        };
+        match Message::parse(out.clone(), &limits) {
+            Ok(m) => {
+                self.stats.udp_to_tcp_switches += 1;
+                (
+                    Flow {
+                        transport: Transport::Tcp,
+                        ..flow
+                    },
+                    out,
+                    m,
+                )
+            }
+            Err(_) => (flow, bytes, request),
+        }
     }
 
     fn drive_client(&mut self, now: Instant, id: TxnId) {

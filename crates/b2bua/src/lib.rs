@@ -193,6 +193,8 @@ pub struct EngineStats {
     pub calls_rejected: u64,
     /// Requests Palisade originated.
     pub requests_sent: u64,
+    /// Requests sent over TCP instead of UDP because of their size (RFC 3261 18.1.1).
+    pub udp_to_tcp_switches: u64,
     /// Transmits dropped because the queue was full (never expected).
     pub transmits_dropped: u64,
     /// Events dropped because the queue was full (never expected).

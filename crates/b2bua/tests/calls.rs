@@ -845,3 +845,22 @@ fn forked_second_answer_is_acked_and_released() {
     assert_eq!(bye.to_tag(), Some("fork1"));
     assert!(!msgs.iter().any(|(f, _)| f.remote == addr(PBX)));
 }
+
+#[test]
+fn large_udp_requests_switch_to_tcp() {
+    let mut lab = lab_with(quickstart_with_sip("  udp_mtu_bytes: 600"));
+    let big_sdp =
+        PBX_SDP.to_owned() + &"a=x-filler:0123456789012345678901234567890123456789\r\n".repeat(8);
+    lab.recv_msg(INSIDE, PBX, pbx_invite(20, "+4930123456", Some(&big_sdp)));
+    let msgs = lab.take();
+    let (flow, inv) = msgs
+        .iter()
+        .find(|(f, m)| f.remote == addr(CARRIER1) && describe(m) == "INVITE")
+        .unwrap();
+    assert_eq!(flow.transport, palisade_sip::Transport::Tcp);
+    let via = inv.top_via().unwrap();
+    assert_eq!(via.transport, "TCP");
+    assert_eq!(via.port, Some(5060));
+    assert!(inv.raw().len() > 600);
+    assert_eq!(lab.engine.stats().udp_to_tcp_switches, 1);
+}

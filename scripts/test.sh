@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Palisade's whole test suite: the command README.md gives and CI (.ci/run) runs.
+#
+# 1. installs the system tools the end-to-end tests drive (apt-get, when missing);
+# 2. checks formatting, lints and dependency hygiene;
+# 3. builds the release binary once, and every end-to-end test reuses it;
+# 4. runs all unit, property, integration and end-to-end tests;
+# 5. compiles the fuzz targets.
+#
+# Any missing tool, warning or failing test fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+start=$(date +%s)
+
+step "system tools"
+scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "dependency hygiene (licenses, duplicate versions, sources)"
+python3 scripts/check-deps.py
+
+step "release build (reused by the end-to-end tests)"
+cargo build --locked --release -p palisade
+export PALISADE_BIN="$PWD/target/release/palisade"
+
+step "clippy (all targets, warnings are errors)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+step "tests (unit, property, integration, end-to-end)"
+cargo test --locked --workspace
+
+step "fuzz targets compile"
+cargo check --manifest-path fuzz/Cargo.toml
+
+printf '\n==> all checks passed in %ss\n' "$(( $(date +%s) - start ))"

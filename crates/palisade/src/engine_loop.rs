@@ -1,0 +1,529 @@
+//! The task that owns the [`Engine`]: feeds it received messages, its timers
+//! and the clock, sends what it transmits, logs what it reports, and runs the
+//! shutdown sequence (drain, terminate, linger).
+//!
+//! Nothing else touches the engine; the supervisor talks to this task over a
+//! bounded [`Control`] channel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use palisade_b2bua::{CallEventKind, Engine, EngineStats, Event};
+use palisade_config::Config;
+use palisade_transport::{Outgoing, Received, Transports};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, trace, warn};
+
+use crate::listeners::ListenerMap;
+use crate::now;
+
+/// Messages handled after the first of a batch before transmits are flushed.
+pub const BATCH: usize = 256;
+/// After `terminate_all`, how long the loop keeps running so BYEs and
+/// CANCELs go out and their answers come back.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Requests from the supervisor.
+#[derive(Debug)]
+pub enum Control {
+    /// Use this configuration for new calls; answered once applied.
+    Reload(Arc<Config>, oneshot::Sender<()>),
+    /// Stop taking calls; end the rest after `grace`.
+    Drain {
+        /// How long active calls may continue.
+        grace: Duration,
+    },
+    /// End every call now (a second SIGTERM); during the linger, stop at once.
+    Terminate,
+    /// Report the counters.
+    Stats(oneshot::Sender<LoopReport>),
+}
+
+/// What the loop itself counts, beside the engine's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopCounters {
+    /// Received on a listener id the map does not know (a bug if non-zero).
+    pub unknown_listener: u64,
+    /// Transmits for a zone and transport with no listener (a bug if non-zero).
+    pub unroutable: u64,
+    /// Sends the transports refused.
+    pub send_errors: u64,
+    /// Malformed messages reported by the engine.
+    pub malformed: u64,
+    /// Requests the engine refused before a call existed.
+    pub rejected: u64,
+}
+
+/// Engine and loop counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopReport {
+    /// The engine's counters and gauges.
+    pub engine: EngineStats,
+    /// The loop's own.
+    pub counters: LoopCounters,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Refusing new calls until every call ended or `deadline`.
+    Draining {
+        deadline: Instant,
+    },
+    /// Calls were ended; keep exchanging messages until `until`.
+    Lingering {
+        until: Instant,
+    },
+    /// Leave the loop.
+    Done,
+}
+
+impl Phase {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Phase::Draining { deadline } => Some(deadline),
+            Phase::Lingering { until } => Some(until),
+            Phase::Running | Phase::Done => None,
+        }
+    }
+}
+
+/// The engine task's state.
+#[derive(Debug)]
+pub struct EngineLoop {
+    engine: Engine,
+    cfg: Arc<Config>,
+    listeners: ListenerMap,
+    transports: Transports,
+    counters: LoopCounters,
+    phase: Phase,
+}
+
+/// A deadline far enough away to mean "never" for a disabled sleep.
+fn far_future(now: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(now + Duration::from_secs(86_400))
+}
+
+impl EngineLoop {
+    /// A loop for `engine`, which runs on `cfg`.
+    pub fn new(
+        engine: Engine,
+        cfg: Arc<Config>,
+        listeners: ListenerMap,
+        transports: Transports,
+    ) -> Self {
+        EngineLoop {
+            engine,
+            cfg,
+            listeners,
+            transports,
+            counters: LoopCounters::default(),
+            phase: Phase::Running,
+        }
+    }
+
+    /// Runs until the shutdown sequence completes, the inbound channel closes,
+    /// or the control channel closes while idle. Returns the final counters.
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Received>,
+        mut control: mpsc::Receiver<Control>,
+    ) -> LoopReport {
+        let timer = tokio::time::sleep_until(far_future(now()));
+        tokio::pin!(timer);
+        let phase_timer = tokio::time::sleep_until(far_future(now()));
+        tokio::pin!(phase_timer);
+        let mut control_open = true;
+        while self.phase != Phase::Done {
+            let t = now();
+            let engine_deadline = self.engine.poll_timeout();
+            timer.as_mut().reset(
+                engine_deadline.map_or_else(|| far_future(t), tokio::time::Instant::from_std),
+            );
+            let phase_deadline = self.phase.deadline();
+            phase_timer.as_mut().reset(
+                phase_deadline.map_or_else(|| far_future(t), tokio::time::Instant::from_std),
+            );
+            tokio::select! {
+                msg = inbound.recv() => match msg {
+                    Some(first) => {
+                        self.on_received(first);
+                        for _ in 0..BATCH {
+                            match inbound.try_recv() {
+                                Ok(m) => self.on_received(m),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => {
+                        warn!("inbound channel closed: the transports stopped; engine loop ends");
+                        break;
+                    }
+                },
+                () = &mut timer, if engine_deadline.is_some() => {}
+                () = &mut phase_timer, if phase_deadline.is_some() => {}
+                ctl = control.recv(), if control_open => match ctl {
+                    Some(c) => self.on_control(c),
+                    None => {
+                        control_open = false;
+                        if self.phase == Phase::Running {
+                            // Only reachable if the supervisor is gone; without it no
+                            // signal can stop us, so stop the way SIGTERM would.
+                            warn!("control channel closed: draining");
+                            self.on_control(Control::Drain { grace: self.cfg.shutdown().grace });
+                        }
+                    }
+                },
+            }
+            let t = now();
+            if self.engine.poll_timeout().is_some_and(|d| d <= t) {
+                self.engine.handle_timeout(t);
+            }
+            self.flush();
+            self.advance(now());
+            self.flush();
+        }
+        info!("engine loop stopped");
+        self.report()
+    }
+
+    fn report(&self) -> LoopReport {
+        LoopReport {
+            engine: self.engine.stats(),
+            counters: self.counters,
+        }
+    }
+
+    fn on_received(&mut self, r: Received) {
+        let Some(entry) = self.listeners.entry(r.listener) else {
+            self.counters.unknown_listener += 1;
+            debug!(listener = %r.listener, remote = %r.remote, "message on an unknown listener dropped");
+            return;
+        };
+        trace!(listener = %r.listener, transport = %r.transport, remote = %r.remote,
+            bytes = r.data.len(), first_line = %FirstLine(&r.data), "received");
+        self.engine
+            .handle_message(now(), entry.zone, r.transport, r.remote, r.data);
+    }
+
+    fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Reload(cfg, done) => {
+                self.engine.reload(Arc::clone(&cfg));
+                self.cfg = cfg;
+                // The supervisor may have stopped waiting; nothing to do then.
+                let _ = done.send(());
+            }
+            Control::Stats(reply) => {
+                let _ = reply.send(self.report());
+            }
+            Control::Drain { grace } => {
+                if self.phase != Phase::Running {
+                    debug!("drain requested again: already shutting down");
+                    return;
+                }
+                self.engine.begin_drain();
+                info!(
+                    active_calls = self.engine.active_calls(),
+                    grace_seconds = grace.as_secs_f64(),
+                    "draining: new calls are refused with 503; waiting for active calls to end"
+                );
+                self.phase = Phase::Draining {
+                    deadline: now() + grace,
+                };
+            }
+            Control::Terminate => match self.phase {
+                Phase::Running | Phase::Draining { .. } => {
+                    self.engine.begin_drain();
+                    info!("terminate requested: ending active calls now");
+                    self.terminate(now());
+                }
+                Phase::Lingering { .. } => {
+                    info!("terminate requested again: stopping without waiting");
+                    self.phase = Phase::Done;
+                }
+                Phase::Done => {}
+            },
+        }
+    }
+
+    /// Moves the shutdown sequence on.
+    fn advance(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Running | Phase::Done => {}
+            Phase::Draining { deadline } => {
+                let active = self.engine.active_calls();
+                if active == 0 {
+                    info!("drain complete: no active calls");
+                    self.terminate(now);
+                } else if now >= deadline {
+                    info!(
+                        active_calls = active,
+                        "grace period over: ending remaining calls"
+                    );
+                    self.terminate(now);
+                }
+            }
+            Phase::Lingering { until } => {
+                if now >= until {
+                    info!("linger over");
+                    self.phase = Phase::Done;
+                }
+            }
+        }
+    }
+
+    /// `terminate_all`; if that ended calls, linger [`LINGER`] so their BYEs
+    /// and CANCELs go out, are retransmitted and get answered. (Completed
+    /// transactions stay in the engine for up to 64*T1, so its transaction
+    /// gauges cannot tell when the last answer arrived.)
+    fn terminate(&mut self, now: Instant) {
+        let active = self.engine.active_calls();
+        self.engine.terminate_all(now);
+        if active == 0 {
+            self.phase = Phase::Done;
+            return;
+        }
+        info!(
+            ended_calls = active,
+            linger_seconds = LINGER.as_secs_f64(),
+            "calls ended: waiting for their BYE and CANCEL transactions"
+        );
+        self.phase = Phase::Lingering {
+            until: now + LINGER,
+        };
+    }
+
+    /// Sends every pending transmit and logs every pending event.
+    fn flush(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            let flow = t.flow;
+            let Some(listener) = self.listeners.listener_for(flow.zone, flow.transport) else {
+                self.counters.unroutable += 1;
+                debug!(zone = flow.zone.0, transport = %flow.transport, remote = %flow.remote,
+                    "no listener for this zone and transport: message dropped");
+                continue;
+            };
+            trace!(listener = %listener, transport = %flow.transport, remote = %flow.remote,
+                bytes = t.data.len(), first_line = %FirstLine(&t.data), "sending");
+            let out = Outgoing {
+                listener,
+                transport: flow.transport,
+                remote: flow.remote,
+                data: t.data,
+            };
+            if let Err(e) = self.transports.send(out) {
+                self.counters.send_errors += 1;
+                debug!(listener = %listener, transport = %flow.transport, remote = %flow.remote,
+                    error = %e, "send failed");
+            }
+        }
+        while let Some(ev) = self.engine.poll_event() {
+            self.log_event(ev);
+        }
+    }
+
+    fn zone_name(&self, zone: palisade_config::ZoneId) -> &str {
+        self.cfg.zone(zone).map_or("?", |z| z.name.as_str())
+    }
+
+    fn log_event(&mut self, ev: Event) {
+        match ev {
+            Event::Call(c) => log_call_event(c.call, c.kind),
+            Event::Malformed {
+                flow,
+                error,
+                answered,
+            } => {
+                self.counters.malformed += 1;
+                debug!(zone = %self.zone_name(flow.zone), transport = %flow.transport,
+                    remote = %flow.remote, error = %error, answered, "malformed message");
+            }
+            Event::Rejected {
+                flow,
+                method,
+                status,
+                reason,
+            } => {
+                self.counters.rejected += 1;
+                debug!(zone = %self.zone_name(flow.zone), transport = %flow.transport,
+                    remote = %flow.remote, method = %method, status, reason = %reason, "request rejected");
+            }
+        }
+    }
+}
+
+/// The first line of a message, escaped, for trace logs.
+struct FirstLine<'a>(&'a [u8]);
+
+impl std::fmt::Display for FirstLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = self.0.split(|&b| b == b'\n').next().unwrap_or_default();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = &line[..line.len().min(200)];
+        write!(f, "{}", line.escape_ascii())
+    }
+}
+
+/// `-` for a missing status.
+struct OptStatus(Option<u16>);
+
+impl std::fmt::Display for OptStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(s) => s.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// One info line per call event, `call=<ref> event=<name> ...`.
+fn log_call_event(call: palisade_b2bua::CallRef, kind: CallEventKind) {
+    match kind {
+        CallEventKind::Started {
+            from_trunk,
+            to_trunk,
+            number,
+            a_call_id,
+            b_call_id,
+        } => info!(call = %call, event = %"started", from_trunk = %from_trunk,
+            to_trunk = %to_trunk, number = %number, a_call_id = %a_call_id,
+            b_call_id = %b_call_id),
+        CallEventKind::Attempt { member, index } => {
+            info!(call = %call, event = %"attempt", member = %member, index);
+        }
+        CallEventKind::Failover { member, status } => {
+            info!(call = %call, event = %"failover", member = %member, status = %OptStatus(status));
+        }
+        CallEventKind::Progress { status } => {
+            info!(call = %call, event = %"progress", status);
+        }
+        CallEventKind::Answered { setup_ms } => {
+            info!(call = %call, event = %"answered", setup_ms);
+        }
+        CallEventKind::Ended {
+            reason,
+            status,
+            duration_ms,
+        } => info!(call = %call, event = %"ended", reason = %reason.as_str(),
+            status = %OptStatus(status), duration_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_transport::{ListenerId, TcpSettings};
+    use std::net::SocketAddr;
+
+    const CFG: &str = "
+zones:
+  - name: inside
+    sip_address: 127.0.55.250
+    transports: [udp]
+trunks:
+  - name: pbx
+    zone: inside
+    members: [{address: 127.0.55.251}]
+routes:
+  - name: all
+    to_trunk: pbx
+shutdown:
+  grace_seconds: 0
+";
+
+    fn options(branch: &str) -> bytes::Bytes {
+        format!(
+            "OPTIONS sip:127.0.55.250 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.55.251:5060;branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:a@127.0.55.251>;tag=1\r\n\
+             To: <sip:127.0.55.250>\r\n\
+             Call-ID: {branch}\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+        .into()
+    }
+
+    fn received(listener: u16, data: bytes::Bytes) -> Received {
+        Received {
+            listener: ListenerId(listener),
+            transport: palisade_config::Transport::Udp,
+            local: "127.0.55.250:5060".parse().unwrap(),
+            remote: "127.0.55.251:5060".parse::<SocketAddr>().unwrap(),
+            data,
+        }
+    }
+
+    async fn stats(control: &mpsc::Sender<Control>) -> LoopReport {
+        let (tx, rx) = oneshot::channel();
+        control.send(Control::Stats(tx)).await.unwrap();
+        rx.await.unwrap()
+    }
+
+    /// The loop without sockets: transports with no listeners, so every send
+    /// is refused and counted, and messages are injected straight into the
+    /// inbound channel.
+    #[tokio::test]
+    async fn loop_feeds_the_engine_counts_and_stops_on_drain() {
+        let cfg = Arc::new(palisade_config::load_str(CFG, "t.yaml").unwrap());
+        let listeners = ListenerMap::new(&cfg).unwrap();
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let transports = Transports::start(Vec::new(), TcpSettings::default(), in_tx.clone())
+            .await
+            .unwrap();
+        let engine = Engine::new(Arc::clone(&cfg), [7; 32]);
+        let (ctl_tx, ctl_rx) = mpsc::channel(4);
+        let task = tokio::spawn(
+            EngineLoop::new(engine, Arc::clone(&cfg), listeners, transports).run(in_rx, ctl_rx),
+        );
+
+        // OPTIONS on the zone's listener: the engine answers, the send is
+        // refused (no socket behind listener 0) and counted.
+        in_tx.send(received(0, options("a1"))).await.unwrap();
+        // On a listener the map does not know: dropped and counted.
+        in_tx.send(received(9, options("a2"))).await.unwrap();
+        // Garbage: reported by the engine as malformed.
+        in_tx
+            .send(received(0, bytes::Bytes::from_static(b"\x00\x01 not sip")))
+            .await
+            .unwrap();
+        // Control and inbound are separate channels: poll until all three are in.
+        let mut report = stats(&ctl_tx).await;
+        for _ in 0..500 {
+            if report.engine.messages_received + report.counters.unknown_listener == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            report = stats(&ctl_tx).await;
+        }
+        assert_eq!(report.engine.messages_received, 2);
+        assert_eq!(report.counters.unknown_listener, 1);
+        assert_eq!(report.counters.send_errors, 1);
+        assert_eq!(report.counters.malformed, 1);
+        assert_eq!(report.counters.unroutable, 0);
+
+        let (done_tx, done_rx) = oneshot::channel();
+        ctl_tx
+            .send(Control::Reload(Arc::clone(&cfg), done_tx))
+            .await
+            .unwrap();
+        done_rx.await.unwrap();
+
+        // No calls and no grace: the loop ends at once.
+        ctl_tx
+            .send(Control::Drain {
+                grace: Duration::ZERO,
+            })
+            .await
+            .unwrap();
+        let last = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.engine.messages_received, 2);
+        assert_eq!(last.engine.active_calls, 0);
+    }
+}

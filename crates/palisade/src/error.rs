@@ -1,0 +1,70 @@
+//! Why the process stops with a failure, and the exit code for each.
+
+use palisade_config::ConfigError;
+use palisade_transport::TransportError;
+
+use crate::listeners::TooManyListeners;
+
+/// Success (`run`: stopped by a signal after draining).
+pub const EXIT_OK: u8 = 0;
+/// Something inside the process failed.
+pub const EXIT_INTERNAL: u8 = 1;
+/// The configuration is invalid (clap also uses 2 for command-line errors).
+pub const EXIT_CONFIG: u8 = 2;
+/// A listener could not be bound.
+pub const EXIT_BIND: u8 = 3;
+
+/// A fatal error of the binary.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    // --- Operator: the configuration or the host does not fit. ---
+    /// The configuration file could not be read or is invalid. Its Display is
+    /// one `FILE:LINE:COL: field: message` line per problem.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// More listeners than ids.
+    #[error(transparent)]
+    TooManyListeners(#[from] TooManyListeners),
+    /// The listeners could not be started (the message names the address).
+    #[error("cannot start listeners: {0}")]
+    Listen(#[from] TransportError),
+
+    // --- Internal: the process could not set itself up or a task failed. ---
+    /// The tokio runtime could not be built.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// A signal handler could not be installed.
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        /// Which signal.
+        signal: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operating system gave no entropy to seed the engine.
+    #[error("cannot read entropy from the operating system: {0}")]
+    Entropy(rand::rngs::SysError),
+    /// The logger could not be installed.
+    #[error("cannot set up logging: {0}")]
+    Logging(String),
+    /// The engine task panicked or was cancelled.
+    #[error("the call engine stopped unexpectedly: {0}")]
+    EngineTask(#[source] tokio::task::JoinError),
+}
+
+impl AppError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Config(_) | AppError::TooManyListeners(_) => EXIT_CONFIG,
+            AppError::Listen(TransportError::Bind { .. }) => EXIT_BIND,
+            AppError::Listen(_)
+            | AppError::Runtime(_)
+            | AppError::Signal { .. }
+            | AppError::Entropy(_)
+            | AppError::Logging(_)
+            | AppError::EngineTask(_) => EXIT_INTERNAL,
+        }
+    }
+}

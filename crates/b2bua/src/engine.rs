@@ -106,6 +106,8 @@ struct ClientTxn {
     /// The transaction got its final answer (or timed out): the call no
     /// longer waits for it.
     settled: bool,
+    /// A CANCEL was sent for this (INVITE) transaction.
+    cancelled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -262,15 +264,21 @@ impl Engine {
         self.draining = true;
     }
 
-    /// Number of calls in progress (any state).
+    /// Number of calls in progress: not yet ended. Ended calls whose last
+    /// transactions are still finishing (a CANCEL awaiting its 487, a BYE
+    /// awaiting its 200) are not counted.
     pub fn active_calls(&self) -> usize {
-        self.calls.len()
+        self.calls
+            .values()
+            .filter(|c| c.state != CallState::Ending)
+            .count()
     }
 
     /// Counters since start.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
-            active_calls: self.calls.len() as u64,
+            active_calls: self.active_calls() as u64,
+            tracked_calls: self.calls.len() as u64,
             server_transactions: self.server.len() as u64,
             client_transactions: self.client.len() as u64,
             ..self.stats
@@ -401,10 +409,10 @@ impl Engine {
         if method == Method::Ack {
             if let Some(&id) = self.server_keys.get(&key) {
                 // ACK of a non-2xx final: the INVITE transaction absorbs it.
-                if let Some(t) = self.server.get_mut(&id) {
-                    if let ServerMachine::Invite(m) = &mut t.machine {
-                        m.on_ack(now);
-                    }
+                if let Some(t) = self.server.get_mut(&id)
+                    && let ServerMachine::Invite(m) = &mut t.machine
+                {
+                    m.on_ack(now);
                 }
                 self.drive_server(now, id);
                 return;
@@ -565,13 +573,14 @@ impl Engine {
         if result.is_err() {
             self.stats.internal_errors += 1;
         }
-        if status >= 200 && (200..300).contains(&status) {
-            if let ServerMachine::Invite(_) = t.machine {
-                // The 2xx of an INVITE is retransmitted by the TU core
-                // (RFC 3261 13.3.1.4); the caller of `respond` owns that.
-                let flow = t.flow;
-                self.transmit(flow, bytes);
-            }
+        if status >= 200
+            && (200..300).contains(&status)
+            && let ServerMachine::Invite(_) = t.machine
+        {
+            // The 2xx of an INVITE is retransmitted by the TU core
+            // (RFC 3261 13.3.1.4); the caller of `respond` owns that.
+            let flow = t.flow;
+            self.transmit(flow, bytes);
         }
         self.drive_server(now, id);
     }
@@ -601,10 +610,10 @@ impl Engine {
         if terminated {
             self.timers.cancel(&TimerKey::Server(id));
             self.timers.cancel(&TimerKey::ServerGuard(id));
-            if let Some(t) = self.server.remove(&id) {
-                if self.server_keys.get(&t.key) == Some(&id) {
-                    self.server_keys.remove(&t.key);
-                }
+            if let Some(t) = self.server.remove(&id)
+                && self.server_keys.get(&t.key) == Some(&id)
+            {
+                self.server_keys.remove(&t.key);
             }
         } else {
             self.timers.set(TimerKey::Server(id), deadline);
@@ -659,12 +668,13 @@ impl Engine {
                 call,
                 purpose,
                 settled: false,
+                cancelled: false,
             },
         );
-        if let Some((c, _)) = call {
-            if let Some(call) = self.calls.get_mut(&c) {
-                call.outstanding += 1;
-            }
+        if let Some((c, _)) = call
+            && let Some(call) = self.calls.get_mut(&c)
+        {
+            call.outstanding += 1;
         }
         self.stats.requests_sent += 1;
         self.drive_client(now, id);
@@ -764,10 +774,10 @@ impl Engine {
         if terminated {
             self.timers.cancel(&TimerKey::Client(id));
             self.settle(now, id);
-            if let Some(t) = self.client.remove(&id) {
-                if self.client_keys.get(&t.key) == Some(&id) {
-                    self.client_keys.remove(&t.key);
-                }
+            if let Some(t) = self.client.remove(&id)
+                && self.client_keys.get(&t.key) == Some(&id)
+            {
+                self.client_keys.remove(&t.key);
             }
         } else {
             self.timers.set(TimerKey::Client(id), deadline);
@@ -1069,12 +1079,9 @@ impl Engine {
             .and_then(|h| h.value_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let from_value = msg
-            .headers()
-            .find(|h| h.name == HeaderName::From)
-            .and_then(|h| h.value_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        // The caller's From without its tag: the tag is kept apart and
+        // appended by `Leg::remote_hdr`.
+        let from_value = msg.from().map(|f| without_tag(&f)).unwrap_or_default();
         let a_route: Vec<String> = msg
             .record_routes()
             .filter_map(|r| r.ok().map(|r| format!("<{}>", r.uri_str)))
@@ -1086,7 +1093,6 @@ impl Engine {
             local_tag: a_tag.clone(),
             remote_tag: msg.from_tag().map(str::to_owned),
             local_hdr: format!("{to_value};tag={a_tag}"),
-            // The caller's From already carries its tag.
             remote_base: from_value,
             remote_target: contact,
             route_set: a_route,
@@ -1309,9 +1315,15 @@ impl Engine {
         if a.responded || a.done || a.abandoned {
             return;
         }
-        // Silent member: give up on it; a late answer is cleaned up.
+        // Silent member: give up on it. The call does not wait for its
+        // transaction (Timer B ends it); a late answer is cleaned up alone.
         a.abandoned = true;
         let member = a.member;
+        let txn = a.txn;
+        self.settle(now, txn);
+        let Some(call) = self.calls.get(&c) else {
+            return;
+        };
         let remote = call.b.flow.remote;
         self.call_event(
             c,
@@ -1369,6 +1381,12 @@ impl Engine {
             return;
         };
         let status = msg.status().unwrap_or(100);
+        if !self.calls.contains_key(&c) {
+            // The call ended before this INVITE got any answer: a CANCEL is
+            // now allowed, and without it the transaction would wait forever.
+            self.cancel_client_invite(now, id, c);
+            return;
+        }
         match purpose {
             Purpose::Attempt(idx) => {
                 let Some(call) = self.calls.get_mut(&c) else {
@@ -1724,12 +1742,16 @@ impl Engine {
             return;
         };
         let side = t.call.map_or(Side::B, |(_, s)| s);
+        if t.cancelled {
+            return;
+        }
         let ClientMachine::Invite(m) = &mut t.machine else {
             return;
         };
         if !m.has_provisional() {
             return;
         }
+        t.cancelled = true;
         m.on_cancel_sent(now);
         let cancel = MessageWriter::cancel_for(&t.request);
         let flow = t.flow;
@@ -1920,14 +1942,13 @@ impl Engine {
         };
         self.respond(now, id, 200, |_| {});
         let call = self.server.get(&inv).and_then(|t| t.call);
-        if let Some((c, Side::A)) = call {
-            if self
+        if let Some((c, Side::A)) = call
+            && self
                 .calls
                 .get(&c)
                 .is_some_and(|call| call.state == CallState::Early)
-            {
-                self.end_call(now, c, EndReason::Cancelled, Some(487));
-            }
+        {
+            self.end_call(now, c, EndReason::Cancelled, Some(487));
         }
     }
 
@@ -2020,10 +2041,10 @@ impl Engine {
             });
         }
         let client = self.send_request(now, flow, bytes, Some((c, target)), Purpose::ReInvite);
-        if let Some(call) = self.calls.get_mut(&c) {
-            if let Some(r) = call.invite.as_mut() {
-                r.client = client;
-            }
+        if let Some(call) = self.calls.get_mut(&c)
+            && let Some(r) = call.invite.as_mut()
+        {
+            r.client = client;
         }
         self.timers.set(
             TimerKey::Call(c, CallTimer::ReInvite),
@@ -2044,24 +2065,22 @@ impl Engine {
         };
         let Some(relay) = call.invite.as_ref() else {
             // Retransmitted 2xx of a re-INVITE already ACKed: ACK again.
-            if (200..300).contains(&status) {
-                if let Some((s, ack)) = call.last_ack.clone() {
-                    if s == target {
-                        let flow = call.leg(target).flow;
-                        self.transmit(flow, ack);
-                    }
-                }
+            if (200..300).contains(&status)
+                && let Some((s, ack)) = call.last_ack.clone()
+                && s == target
+            {
+                let flow = call.leg(target).flow;
+                self.transmit(flow, ack);
             }
             return;
         };
         if relay.answered {
-            if (200..300).contains(&status) {
-                if let Some((s, ack)) = call.last_ack.clone() {
-                    if s == target {
-                        let flow = call.leg(target).flow;
-                        self.transmit(flow, ack);
-                    }
-                }
+            if (200..300).contains(&status)
+                && let Some((s, ack)) = call.last_ack.clone()
+                && s == target
+            {
+                let flow = call.leg(target).flow;
+                self.transmit(flow, ack);
             }
             return;
         }
@@ -2106,12 +2125,12 @@ impl Engine {
             self.respond(now, server, 481, |_| {});
             return;
         }
-        if is_target_refresh(&req) {
-            if let Some(Ok(ct)) = req.contacts().next() {
-                let t = ct.uri_str.to_owned();
-                if let Some(call) = self.calls.get_mut(&c) {
-                    call.leg_mut(side).remote_target = t;
-                }
+        if is_target_refresh(&req)
+            && let Some(Ok(ct)) = req.contacts().next()
+        {
+            let t = ct.uri_str.to_owned();
+            if let Some(call) = self.calls.get_mut(&c) {
+                call.leg_mut(side).remote_target = t;
             }
         }
         let refresh = is_target_refresh(&req);
@@ -2180,17 +2199,17 @@ impl Engine {
         if let Some(client) = relay.as_ref().and_then(|r| r.client) {
             self.cancel_client_invite(now, client, c);
         }
-        if let Some(r) = relay {
-            if !r.answered {
-                let s = match (prev, status) {
-                    (CallState::Early, Some(s)) => s,
-                    (CallState::Early, None) => 480,
-                    _ => 487,
-                };
-                self.respond(now, r.server, s, |_| {});
-                if let Some(call) = self.calls.get_mut(&c) {
-                    call.final_status = Some(s);
-                }
+        if let Some(r) = relay
+            && !r.answered
+        {
+            let s = match (prev, status) {
+                (CallState::Early, Some(s)) => s,
+                (CallState::Early, None) => 480,
+                _ => 487,
+            };
+            self.respond(now, r.server, s, |_| {});
+            if let Some(call) = self.calls.get_mut(&c) {
+                call.final_status = Some(s);
             }
         }
         match prev {
@@ -2214,7 +2233,11 @@ impl Engine {
             return;
         };
         let duration = call.answered_at.map(|a| now.saturating_duration_since(a));
-        let final_status = call.final_status.or(status);
+        let final_status = if call.answered_at.is_some() {
+            None
+        } else {
+            call.final_status.or(status)
+        };
         self.stats.calls_ended += 1;
         self.call_event(
             c,
@@ -2293,6 +2316,31 @@ fn contact_value(zone: &palisade_config::Zone, transport: Transport) -> String {
     )
 }
 
+/// A name-addr written back without its `tag` parameter.
+fn without_tag(na: &palisade_sip::NameAddr<'_>) -> String {
+    let mut out = String::with_capacity(na.uri_str.len() + 32);
+    if let Some(d) = na.display {
+        out.push_str(d);
+        out.push(' ');
+    }
+    out.push('<');
+    out.push_str(na.uri_str);
+    out.push('>');
+    for (name, value) in na
+        .params
+        .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("tag"))
+    {
+        out.push(';');
+        out.push_str(name);
+        if let Some(v) = value {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    out
+}
+
 /// Requests whose Contact refreshes the remote target (RFC 3261 12.2 and RFC 3311).
 fn is_target_refresh(msg: &Message) -> bool {
     matches!(
@@ -2307,10 +2355,10 @@ fn copy_passed_headers(w: &mut MessageWriter, src: &Message, trunk: &palisade_co
         return;
     }
     for h in src.headers() {
-        if let Ok(name) = std::str::from_utf8(h.raw_name) {
-            if trunk.passes_header(name) {
-                w.copy_line(h.line);
-            }
+        if let Ok(name) = std::str::from_utf8(h.raw_name)
+            && trunk.passes_header(name)
+        {
+            w.copy_line(h.line);
         }
     }
 }

@@ -204,8 +204,11 @@ pub struct EngineStats {
     pub guard_timeouts: u64,
     /// Internal errors (a bug if non-zero).
     pub internal_errors: u64,
-    /// Gauge: calls in progress.
+    /// Gauge: calls in progress (not yet ended).
     pub active_calls: u64,
+    /// Gauge: calls held in memory, including ended calls whose last
+    /// transactions (CANCEL, BYE) are finishing.
+    pub tracked_calls: u64,
     /// Gauge: server transactions alive.
     pub server_transactions: u64,
     /// Gauge: client transactions alive.

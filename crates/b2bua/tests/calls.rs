@@ -164,6 +164,12 @@ fn callee_hangs_up() {
     assert_eq!(bye.request_uri_str(), Some("sip:pbx@127.0.0.10:5070"));
     assert_eq!(bye.call_id(), "pbx-call-1@127.0.0.10");
     assert_eq!(bye.to_tag(), Some("pbxtag1"));
+    let to = header(&bye, HeaderName::To);
+    assert_eq!(to.matches("tag=").count(), 1, "one tag in {to}");
+    assert_eq!(
+        to,
+        "\"Reception\" <sip:+4989555000@127.0.0.10:5070>;tag=pbxtag1"
+    );
     lab.recv_msg(INSIDE, PBX, reply(&bye, 200, None, None, None));
     assert_eq!(lab.engine.active_calls(), 0);
     assert!(matches!(
@@ -300,6 +306,7 @@ fn failover_when_primary_is_silent() {
     lab.advance(Duration::from_millis(200));
     let inv2 = lab.find(CARRIER2, "INVITE");
     assert_eq!(inv2.call_id(), inv1.call_id());
+    assert_eq!(lab.engine.active_calls(), 1);
     // Secondary rejects with 486: not a failover status, relayed as is.
     lab.recv_msg(
         OUTSIDE,
@@ -308,6 +315,8 @@ fn failover_when_primary_is_silent() {
     );
     let busy = lab.find(PBX, "486/INVITE");
     assert_eq!(busy.reason(), b"Busy Here");
+    // The call is over even though the silent primary's transaction lives on (Timer B).
+    assert_eq!(lab.engine.active_calls(), 0);
     // The silent primary finally answers: Palisade ACKs and BYEs it.
     lab.recv_msg(
         OUTSIDE,

@@ -624,7 +624,7 @@ fn media(
     );
     let min_loc = m.port_min.as_ref().map_or(m_loc, |v| v.referenced);
     let max_loc = m.port_max.as_ref().map_or(m_loc, |v| v.referenced);
-    if port_min % 2 != 0 {
+    if !port_min.is_multiple_of(2) {
         cx.err(
             min_loc,
             format!("{p}.media.port_min"),

@@ -82,10 +82,10 @@ impl<'a> Via<'a> {
             }
         };
         let params = Params::new(params);
-        if let Some(Some(b)) = params.get("branch") {
-            if b.is_empty() {
-                return Err(DecodeError::new("empty Via branch", 0));
-            }
+        if let Some(Some(b)) = params.get("branch")
+            && b.is_empty()
+        {
+            return Err(DecodeError::new("empty Via branch", 0));
         }
         Ok(Via {
             transport,

@@ -220,13 +220,13 @@ impl Message {
         let cseq_text = value_str(buf, cseq_span, HeaderName::CSeq)?;
         let cseq = CSeq::parse(cseq_text)
             .map_err(|e| ParseError::new(ErrorKind::BadCSeq, cseq_span.start() + e.at))?;
-        if let StartLine::Request { method, .. } = &start {
-            if *method != cseq.method {
-                return Err(ParseError::new(
-                    ErrorKind::CSeqMethodMismatch,
-                    cseq_span.start(),
-                ));
-            }
+        if let StartLine::Request { method, .. } = &start
+            && *method != cseq.method
+        {
+            return Err(ParseError::new(
+                ErrorKind::CSeqMethodMismatch,
+                cseq_span.start(),
+            ));
         }
 
         let tag_of = |span: Span, name: HeaderName| -> Result<Option<Span>, ParseError> {

@@ -227,13 +227,12 @@ fn parse_sip(scheme: SipScheme, s: &str, base: usize) -> Result<SipUri<'_>, Deco
             None => (Some(ui), None),
         },
     };
-    if let Some(u) = user {
-        if let Some(i) = u
+    if let Some(u) = user
+        && let Some(i) = u
             .bytes()
             .position(|b| matches!(b, b'<' | b'>' | b'"' | b'@'))
-        {
-            return Err(DecodeError::new("invalid character in user part", base + i));
-        }
+    {
+        return Err(DecodeError::new("invalid character in user part", base + i));
     }
     let (before_headers, headers) = match hostpart.split_once('?') {
         Some((a, h)) => (a, Some(h)),

@@ -185,18 +185,18 @@ impl MessageWriter {
         for (i, v) in split_list(text).enumerate() {
             self.buf.put_slice(b"Via: ");
             put_sanitized(&mut self.buf, v.as_bytes());
-            if i == 0 {
-                if let (Some(src), Ok(via)) = (source, Via::parse(v)) {
-                    let rport = via.rport();
-                    let host_differs = via.host.ip() != Some(src.ip());
-                    if via.received().is_none() && (host_differs || rport.is_some()) {
-                        let _ = write!(self.buf, ";received={}", src.ip());
-                    }
-                    if rport == Some(None) {
-                        // Replace the bare flag by appending the value form:
-                        // a second `rport` is ambiguous, so rewrite the line.
-                        self.rewrite_last_rport(src.port());
-                    }
+            if i == 0
+                && let (Some(src), Ok(via)) = (source, Via::parse(v))
+            {
+                let rport = via.rport();
+                let host_differs = via.host.ip() != Some(src.ip());
+                if via.received().is_none() && (host_differs || rport.is_some()) {
+                    let _ = write!(self.buf, ";received={}", src.ip());
+                }
+                if rport == Some(None) {
+                    // Replace the bare flag by appending the value form:
+                    // a second `rport` is ambiguous, so rewrite the line.
+                    self.rewrite_last_rport(src.port());
                 }
             }
             self.buf.put_slice(b"\r\n");
@@ -443,11 +443,11 @@ impl<'m> Editor<'m> {
                 }
                 continue;
             }
-            if h.name == HeaderName::ContentType {
-                if let Some(ct) = new_ct {
-                    put_header(&mut out, name, ct.as_bytes());
-                    continue;
-                }
+            if h.name == HeaderName::ContentType
+                && let Some(ct) = new_ct
+            {
+                put_header(&mut out, name, ct.as_bytes());
+                continue;
             }
             match replacement {
                 Some(v) => put_header(&mut out, name, v),
@@ -462,10 +462,10 @@ impl<'m> Editor<'m> {
         for (n, v) in &self.appended {
             put_header(&mut out, n.as_bytes(), v);
         }
-        if let Some(ct) = new_ct {
-            if !self.msg.has_header(HeaderName::ContentType) {
-                put_header(&mut out, b"Content-Type", ct.as_bytes());
-            }
+        if let Some(ct) = new_ct
+            && !self.msg.has_header(HeaderName::ContentType)
+        {
+            put_header(&mut out, b"Content-Type", ct.as_bytes());
         }
         if !wrote_cl {
             put_header(

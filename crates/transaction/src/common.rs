@@ -259,12 +259,12 @@ impl Core {
     }
 
     pub(crate) fn due(&self, now: Instant) -> Due {
-        if let Some(end) = self.end {
-            if end.at <= now {
-                return Due::End {
-                    timeout: end.reports_timeout,
-                };
-            }
+        if let Some(end) = self.end
+            && end.at <= now
+        {
+            return Due::End {
+                timeout: end.reports_timeout,
+            };
         }
         match self.retx {
             Some(r) if r.at <= now => Due::Retransmit(r),

@@ -301,10 +301,10 @@ impl Lab {
         let deadline = now() + limit;
         loop {
             self.assert_alive();
-            if let Some(resp) = self.options_ping(Duration::from_millis(250)) {
-                if resp.starts_with(b"SIP/2.0 200") {
-                    return;
-                }
+            if let Some(resp) = self.options_ping(Duration::from_millis(250))
+                && resp.starts_with(b"SIP/2.0 200")
+            {
+                return;
             }
             if now() >= deadline {
                 panic!(

@@ -61,10 +61,10 @@ fn malformed_over_udp() {
                 "{} ({}): got {outcome}, expected one of {:?}",
                 case.file, case.note, case.udp
             ));
-        } else if let Outcome::Status(_) = outcome {
-            if let Err(e) = check_response_call_id(&responses[0], &call_id) {
-                failures.push(format!("{}: {e}", case.file));
-            }
+        } else if let Outcome::Status(_) = outcome
+            && let Err(e) = check_response_call_id(&responses[0], &call_id)
+        {
+            failures.push(format!("{}: {e}", case.file));
         }
         lab.assert_alive();
     }

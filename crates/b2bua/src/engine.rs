@@ -154,6 +154,8 @@ pub struct Engine {
     stats: EngineStats,
     draining: bool,
     next_id: u64,
+    /// Key for the To tags of stateless responses.
+    tag_key: String,
 }
 
 impl std::fmt::Debug for Engine {
@@ -237,7 +239,14 @@ impl Engine {
             stats: EngineStats::default(),
             draining: false,
             next_id: 1,
+            tag_key: String::new(),
         }
+        .with_tag_key()
+    }
+
+    fn with_tag_key(mut self) -> Self {
+        self.tag_key = self.ids.call_id();
+        self
     }
 
     /// Installs the outbound stages of a trunk (normalization, NAT...).
@@ -441,30 +450,54 @@ impl Engine {
         }
         match method {
             Method::Invite => self.on_initial_invite(now, flow, msg, key),
-            Method::Options => {
-                let id = self.new_server_txn(now, flow, msg, key, None);
-                self.respond(now, id, 200, |w| {
-                    w.header(HeaderName::Allow, ALLOW);
-                    w.header(HeaderName::Accept, "application/sdp");
-                });
-            }
+            // Answered statelessly: nothing is kept for requests that create
+            // no call, so a flood of them costs no memory (a retransmission
+            // gets the same answer again).
+            Method::Options => self.respond_stateless(flow, &msg, 200, |w| {
+                w.header(HeaderName::Allow, ALLOW);
+                w.header(HeaderName::Accept, "application/sdp");
+            }),
             Method::Bye | Method::Prack | Method::Update | Method::Info => {
-                let id = self.new_server_txn(now, flow, msg, key, None);
-                self.respond(now, id, 481, |_| {});
+                self.respond_stateless(flow, &msg, 481, |_| {});
             }
-            Method::Extension(_) => {
-                let id = self.new_server_txn(now, flow, msg, key, None);
-                self.respond(now, id, 501, |w| {
-                    w.header(HeaderName::Allow, ALLOW);
-                });
-            }
-            _ => {
-                let id = self.new_server_txn(now, flow, msg, key, None);
-                self.respond(now, id, 405, |w| {
-                    w.header(HeaderName::Allow, ALLOW);
-                });
-            }
+            Method::Extension(_) => self.respond_stateless(flow, &msg, 501, |w| {
+                w.header(HeaderName::Allow, ALLOW);
+            }),
+            _ => self.respond_stateless(flow, &msg, 405, |w| {
+                w.header(HeaderName::Allow, ALLOW);
+            }),
         }
+    }
+
+    /// Answers `req` without a transaction. The To tag (when the request
+    /// has none) is derived from the request with a keyed hash, so
+    /// retransmissions get an identical response.
+    fn respond_stateless(
+        &mut self,
+        flow: Flow,
+        req: &Message,
+        status: u16,
+        extra: impl FnOnce(&mut MessageWriter),
+    ) {
+        let tag = (status != 100 && req.to_tag().is_none()).then(|| {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&self.tag_key, &mut h);
+            std::hash::Hash::hash(req.call_id(), &mut h);
+            std::hash::Hash::hash(&req.from_tag(), &mut h);
+            std::hash::Hash::hash(&req.branch(), &mut h);
+            format!("{:016x}", std::hash::Hasher::finish(&h))
+        });
+        let mut w = MessageWriter::response_to(
+            req,
+            status,
+            reason_phrase(status),
+            Some(flow.remote),
+            tag.as_deref(),
+        );
+        w.header(HeaderName::Server, &self.cfg.node().user_agent);
+        extra(&mut w);
+        self.stats.stateless_responses += 1;
+        self.transmit(flow, w.finish_empty());
     }
 
     // ------------------------------------------------------------------
@@ -977,18 +1010,9 @@ impl Engine {
             .map(|&(_, c, s)| (c, s))
     }
 
-    fn reject(
-        &mut self,
-        now: Instant,
-        flow: Flow,
-        msg: Message,
-        key: ServerKey,
-        status: u16,
-        why: &'static str,
-    ) {
+    fn reject(&mut self, flow: Flow, msg: Message, status: u16, why: &'static str) {
         let method = msg.method().cloned().unwrap_or(Method::Options);
-        let id = self.new_server_txn(now, flow, msg, key, None);
-        self.respond(now, id, status, |w| {
+        self.respond_stateless(flow, &msg, status, |w| {
             if status == 503 {
                 w.header_fmt(
                     HeaderName::RetryAfter,
@@ -1008,22 +1032,21 @@ impl Engine {
     fn on_initial_invite(&mut self, now: Instant, flow: Flow, msg: Message, key: ServerKey) {
         let cfg = Arc::clone(&self.cfg);
         let Some(in_trunk) = cfg.trunk_for_source(flow.zone, flow.remote.ip()) else {
-            return self.reject(now, flow, msg, key, 403, "unknown-source");
+            return self.reject(flow, msg, 403, "unknown-source");
         };
         if self.draining {
-            return self.reject(now, flow, msg, key, 503, "draining");
+            return self.reject(flow, msg, 503, "draining");
         }
         if self.calls.len() >= cfg.sip().max_calls as usize {
-            return self.reject(now, flow, msg, key, 503, "max-calls");
+            return self.reject(flow, msg, 503, "max-calls");
         }
         if msg.max_forwards() == Some(0) {
-            return self.reject(now, flow, msg, key, 483, "max-forwards");
+            return self.reject(flow, msg, 483, "max-forwards");
         }
         let required: Vec<String> = msg.tokens(HeaderName::Require).map(str::to_owned).collect();
         if !required.is_empty() {
-            let id = self.new_server_txn(now, flow, msg, key, None);
             let list = required.join(", ");
-            self.respond(now, id, 420, |w| {
+            self.respond_stateless(flow, &msg, 420, |w| {
                 w.header(HeaderName::Unsupported, &list);
             });
             self.stats.calls_rejected += 1;
@@ -1035,38 +1058,38 @@ impl Engine {
             .and_then(Result::ok)
             .map(|c| c.uri_str.to_owned());
         let Some(contact) = contact else {
-            return self.reject(now, flow, msg, key, 400, "no-contact");
+            return self.reject(flow, msg, 400, "no-contact");
         };
         let Some(uri) = msg.request_uri() else {
-            return self.reject(now, flow, msg, key, 400, "bad-request-uri");
+            return self.reject(flow, msg, 400, "bad-request-uri");
         };
         let number = match uri {
             palisade_sip::Uri::Other { .. } => {
-                return self.reject(now, flow, msg, key, 416, "uri-scheme");
+                return self.reject(flow, msg, 416, "uri-scheme");
             }
             u => match u.number() {
                 Some(n) if !n.is_empty() => n.to_owned(),
-                _ => return self.reject(now, flow, msg, key, 404, "no-number"),
+                _ => return self.reject(flow, msg, 404, "no-number"),
             },
         };
         let user_phone = uri
             .as_sip()
             .is_some_and(|s| s.params.get("user") == Some(Some("phone")));
         let Some(route) = cfg.route_for(in_trunk, &number) else {
-            return self.reject(now, flow, msg, key, 404, "no-route");
+            return self.reject(flow, msg, 404, "no-route");
         };
         let out_trunk = route.to_trunk;
         let (Some(tin), Some(tout)) = (cfg.trunk(in_trunk), cfg.trunk(out_trunk)) else {
-            return self.reject(now, flow, msg, key, 500, "config");
+            return self.reject(flow, msg, 500, "config");
         };
         let Some(first) = tout.members.first() else {
-            return self.reject(now, flow, msg, key, 500, "config");
+            return self.reject(flow, msg, 500, "config");
         };
         let Some(out_zone) = cfg.zone(tout.zone) else {
-            return self.reject(now, flow, msg, key, 500, "config");
+            return self.reject(flow, msg, 500, "config");
         };
         let Some(in_zone) = cfg.zone(flow.zone) else {
-            return self.reject(now, flow, msg, key, 500, "config");
+            return self.reject(flow, msg, 500, "config");
         };
 
         // Leg A: the caller's dialog, as the caller set it up.
@@ -1934,12 +1957,11 @@ impl Engine {
 
     fn on_cancel(&mut self, now: Instant, flow: Flow, msg: Message, key: ServerKey) {
         let invite_key = key.with_method(MethodClass::Invite);
-        let target = self.server_keys.get(&invite_key).copied();
-        let id = self.new_server_txn(now, flow, msg, key, None);
-        let Some(inv) = target else {
-            self.respond(now, id, 481, |_| {});
+        let Some(inv) = self.server_keys.get(&invite_key).copied() else {
+            self.respond_stateless(flow, &msg, 481, |_| {});
             return;
         };
+        let id = self.new_server_txn(now, flow, msg, key, None);
         self.respond(now, id, 200, |_| {});
         let call = self.server.get(&inv).and_then(|t| t.call);
         if let Some((c, Side::A)) = call
@@ -1954,14 +1976,12 @@ impl Engine {
 
     fn on_in_dialog(&mut self, now: Instant, flow: Flow, msg: Message, key: ServerKey) {
         let Some((c, side)) = self.find_dialog(&msg) else {
-            let id = self.new_server_txn(now, flow, msg, key, None);
-            self.respond(now, id, 481, |_| {});
+            self.respond_stateless(flow, &msg, 481, |_| {});
             return;
         };
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let Some(call) = self.calls.get_mut(&c) else {
-            let id = self.new_server_txn(now, flow, msg, key, None);
-            self.respond(now, id, 481, |_| {});
+            self.respond_stateless(flow, &msg, 481, |_| {});
             return;
         };
         let tag = call.leg(side).local_tag.clone();

@@ -191,6 +191,8 @@ pub struct EngineStats {
     pub calls_ended: u64,
     /// INVITEs refused before a call existed.
     pub calls_rejected: u64,
+    /// Requests answered without keeping a transaction (OPTIONS, rejects, 481s).
+    pub stateless_responses: u64,
     /// Requests Palisade originated.
     pub requests_sent: u64,
     /// Requests sent over TCP instead of UDP because of their size (RFC 3261 18.1.1).

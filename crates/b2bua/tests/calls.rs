@@ -873,3 +873,93 @@ fn large_udp_requests_switch_to_tcp() {
     assert!(inv.raw().len() > 600);
     assert_eq!(lab.engine.stats().udp_to_tcp_switches, 1);
 }
+
+#[test]
+fn out_of_dialog_floods_leave_no_state() {
+    let mut lab = lab();
+    for i in 0..1000 {
+        lab.recv(INSIDE, "127.0.0.66:5060", &format!("OPTIONS sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.66:5060;branch=z9hG4bKflood{i}\nFrom: <sip:s@127.0.0.66>;tag=f{i}\nTo: <sip:127.0.0.1>\nCall-ID: flood{i}\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n"));
+        let inv = String::from_utf8(pbx_invite(100 + i, "+4930123456", None).to_vec()).unwrap();
+        lab.recv(INSIDE, "127.0.0.67:5060", &inv);
+    }
+    let s = lab.engine.stats();
+    assert_eq!(
+        (
+            s.server_transactions,
+            s.client_transactions,
+            s.tracked_calls
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(s.stateless_responses, 2000);
+    assert_eq!(
+        lab.engine.poll_timeout(),
+        None,
+        "no timer kept for stateless answers"
+    );
+    // A retransmission gets a byte-identical answer (same To tag).
+    let opt = "OPTIONS sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.66:5060;branch=z9hG4bKsame\nFrom: <sip:s@127.0.0.66>;tag=x\nTo: <sip:127.0.0.1>\nCall-ID: same\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n";
+    lab.take();
+    lab.recv(INSIDE, "127.0.0.66:5060", opt);
+    lab.recv(INSIDE, "127.0.0.66:5060", opt);
+    let r = lab.take();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].1.raw(), r[1].1.raw());
+    assert!(r[0].1.to_tag().is_some());
+}
+
+#[test]
+fn early_media_and_out_of_order_provisionals() {
+    let mut lab = lab();
+    lab.recv_msg(INSIDE, PBX, pbx_invite(30, "+4930123456", Some(PBX_SDP)));
+    let inv_b = lab.find(CARRIER1, "INVITE");
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(
+            &inv_b,
+            183,
+            Some("em"),
+            Some("<sip:c@127.0.0.20:5080>"),
+            Some(CARRIER_SDP),
+        ),
+    );
+    let early = lab.find(PBX, "183/INVITE");
+    let body = String::from_utf8_lossy(early.body()).to_string();
+    assert!(body.contains("o=- 222 1 IN IP4 127.0.0.1\r\n"), "{body}");
+    assert_no_leak(&early, OUTSIDE_SECRETS);
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(
+            &inv_b,
+            200,
+            Some("em"),
+            Some("<sip:c@127.0.0.20:5080>"),
+            Some(CARRIER_SDP),
+        ),
+    );
+    lab.find(PBX, "200/INVITE");
+    // A 180 delayed in the network arrives after the 200: nothing moves.
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(
+            &inv_b,
+            180,
+            Some("em"),
+            Some("<sip:c@127.0.0.20:5080>"),
+            None,
+        ),
+    );
+    let after = lab.take();
+    assert!(
+        after.is_empty(),
+        "late 180 caused {:?}",
+        after
+            .iter()
+            .map(|(f, m)| format!("{} -> {}", describe(m), f.remote))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(lab.engine.active_calls(), 1);
+}

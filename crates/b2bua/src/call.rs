@@ -223,6 +223,8 @@ pub(crate) struct Call {
     pub final_status: Option<u16>,
     pub started_at: Instant,
     pub answered_at: Option<Instant>,
+    /// A 2xx for the initial INVITE was sent to leg A (leg A has a dialog).
+    pub a_answered: bool,
     /// Client transactions of this call still waiting for a final answer.
     pub outstanding: u32,
     pub end_reason: Option<crate::EndReason>,

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use palisade_config::{Config, TrunkId, ZoneId};
@@ -22,8 +22,11 @@ use smallvec::SmallVec;
 use crate::call::{
     Attempt, Call, CallRef, CallState, Flow, InviteRelay, Leg, Side, host_str, zone_port,
 };
+use crate::hooks::{
+    CallEnd, CallInfo, GuardHook, MediaHook, MediaRefusal, NoGuard, OriginOnly, SdpContext,
+    SdpKind, Verdict,
+};
 use crate::ids::IdGen;
-use crate::sdp;
 use crate::stage::{Direction, Stage, StageContext};
 use crate::{CallEvent, CallEventKind, EndReason, EngineStats, Event, TxnId};
 
@@ -156,6 +159,9 @@ pub struct Engine {
     next_id: u64,
     /// Key for the To tags of stateless responses.
     tag_key: String,
+    media: Box<dyn MediaHook>,
+    guard: Box<dyn GuardHook>,
+    inbound_stages: HashMap<TrunkId, Vec<Box<dyn Stage>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -240,6 +246,9 @@ impl Engine {
             draining: false,
             next_id: 1,
             tag_key: String::new(),
+            media: Box::new(OriginOnly),
+            guard: Box::new(NoGuard),
+            inbound_stages: HashMap::new(),
         }
         .with_tag_key()
     }
@@ -258,6 +267,26 @@ impl Engine {
         }
     }
 
+    /// Installs media anchoring (default: [`OriginOnly`]).
+    pub fn set_media(&mut self, media: Box<dyn MediaHook>) {
+        self.media = media;
+    }
+
+    /// Installs the guard (default: [`NoGuard`]).
+    pub fn set_guard(&mut self, guard: Box<dyn GuardHook>) {
+        self.guard = guard;
+    }
+
+    /// Installs the inbound stages of a trunk: applied to every message
+    /// received from that trunk before the engine looks at it.
+    pub fn set_inbound_stages(&mut self, trunk: TrunkId, stages: Vec<Box<dyn Stage>>) {
+        if stages.is_empty() {
+            self.inbound_stages.remove(&trunk);
+        } else {
+            self.inbound_stages.insert(trunk, stages);
+        }
+    }
+
     /// Replaces the configuration (SIGHUP). Calls in progress keep the
     /// snapshot they started with; new calls use `cfg`. The caller checks
     /// that zones and listeners did not change.
@@ -265,6 +294,7 @@ impl Engine {
         self.timers_cfg = timer_config(&cfg);
         self.cfg = cfg;
         self.stages.clear();
+        self.inbound_stages.clear();
     }
 
     /// Stops taking new calls (they get 503 with Retry-After); calls in
@@ -370,11 +400,68 @@ impl Engine {
             },
             max_headers: MAX_HEADERS,
         };
-        match Message::parse(data.clone(), &limits) {
-            Ok(msg) if msg.is_request() => self.on_request(now, flow, msg),
-            Ok(msg) => self.on_response(now, msg),
-            Err(e) => self.on_malformed(flow, &data, e),
+        let msg = match Message::parse(data.clone(), &limits) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.guard.malformed(now, &flow);
+                return self.on_malformed(flow, &data, e);
+            }
+        };
+        let trunk = self.cfg.trunk_for_source(zone, remote.ip());
+        let msg = match trunk {
+            Some(t) if self.inbound_stages.contains_key(&t) => self.run_inbound_stages(t, msg),
+            _ => msg,
+        };
+        if !msg.is_request() {
+            return self.on_response(now, msg);
         }
+        match self.guard.request(now, &flow, trunk, &msg) {
+            Verdict::Allow => self.on_request(now, flow, msg),
+            Verdict::Drop => self.stats.guard_dropped += 1,
+            Verdict::Reject(status) => {
+                self.stats.guard_rejected += 1;
+                if msg.method() != Some(&Method::Ack) {
+                    self.respond_stateless(flow, &msg, status, |w| {
+                        if status == 503 {
+                            w.header_fmt(
+                                HeaderName::RetryAfter,
+                                format_args!("{RETRY_AFTER_SECONDS}"),
+                            );
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn run_inbound_stages(&self, trunk: TrunkId, msg: Message) -> Message {
+        let Some(stages) = self.inbound_stages.get(&trunk) else {
+            return msg;
+        };
+        let name = self
+            .cfg
+            .trunk(trunk)
+            .map(|t| t.name.as_str())
+            .unwrap_or_default();
+        let ctx = StageContext {
+            trunk,
+            trunk_name: name,
+            direction: Direction::Inbound,
+            source: None,
+        };
+        let mut edit = Editor::new(&msg);
+        for s in stages {
+            s.apply(&ctx, &mut edit);
+        }
+        if !edit.is_modified() {
+            return msg;
+        }
+        let limits = ParseLimits {
+            max_message_bytes: usize::MAX,
+            max_headers: MAX_HEADERS,
+        };
+        // A stage that breaks the message is a configuration bug: keep the original.
+        Message::parse(edit.finish(), &limits).unwrap_or(msg)
     }
 
     fn on_malformed(&mut self, flow: Flow, data: &[u8], error: ParseError) {
@@ -1092,9 +1179,37 @@ impl Engine {
             return self.reject(flow, msg, 500, "config");
         };
 
-        // Leg A: the caller's dialog, as the caller set it up.
         let call_ref = CallRef(self.ids.cseq() as u64 | (self.next_id << 32));
         self.next_id += 1;
+        let caller_number = msg
+            .from()
+            .ok()
+            .and_then(|f| f.uri.number().map(str::to_owned))
+            .unwrap_or_default();
+        let verdict = self.guard.call_start(
+            now,
+            &CallInfo {
+                call: call_ref,
+                source: flow.remote,
+                from_trunk: tin,
+                to_trunk: tout,
+                caller: &caller_number,
+                number: &number,
+            },
+        );
+        match verdict {
+            Verdict::Allow => {}
+            Verdict::Drop => {
+                self.stats.guard_dropped += 1;
+                return;
+            }
+            Verdict::Reject(status) => {
+                self.stats.guard_rejected += 1;
+                return self.reject(flow, msg, status, "guard");
+            }
+        }
+
+        // Leg A: the caller's dialog, as the caller set it up.
         let a_tag = self.ids.tag();
         let to_value = msg
             .headers()
@@ -1200,6 +1315,7 @@ impl Engine {
                 final_status: None,
                 started_at: now,
                 answered_at: None,
+                a_answered: false,
                 outstanding: 0,
                 end_reason: None,
                 cancelled: false,
@@ -1233,23 +1349,35 @@ impl Engine {
         number: &str,
         user_phone: bool,
     ) {
+        // The caller's offer (if any), as the callee will see it.
+        let Some(server) = self
+            .calls
+            .get(&c)
+            .and_then(|call| call.invite.as_ref().map(|r| r.server))
+        else {
+            return;
+        };
+        let Some(a_invite) = self.server.get(&server).map(|t| t.request.clone()) else {
+            return;
+        };
+        let body = match self.cross_body(now, c, Side::A, &a_invite, false) {
+            Ok(b) => b,
+            Err(r) => {
+                self.media_refused(now, c, r);
+                return;
+            }
+        };
         let Some(call) = self.calls.get_mut(&c) else {
             return;
         };
         let cfg = Arc::clone(&call.cfg);
-        let (Some(trunk), Some(server)) = (
-            cfg.trunk(call.out_trunk),
-            call.invite.as_ref().map(|r| r.server),
-        ) else {
+        let Some(trunk) = cfg.trunk(call.out_trunk) else {
             return;
         };
         let Some(m) = trunk.members.get(member) else {
             return;
         };
         let Some(zone) = cfg.zone(trunk.zone) else {
-            return;
-        };
-        let Some(a_invite) = self.server.get(&server).map(|t| t.request.clone()) else {
             return;
         };
         let target_host = match m.address {
@@ -1293,7 +1421,7 @@ impl Engine {
         w.header(HeaderName::Allow, ALLOW);
         copy_passed_headers(&mut w, &a_invite, trunk);
         let flow = b.flow;
-        let bytes = finish_with_body(w, &a_invite, zone.sip_address);
+        let bytes = finish_body(w, body);
         if let Some(r) = call.invite.as_mut() {
             r.target_cseq = seq;
         }
@@ -1496,7 +1624,9 @@ impl Engine {
             Purpose::Relay(server) => {
                 let target = side.other();
                 match msg {
-                    Some(m) => self.relay_response_to(now, c, target, server, m, false),
+                    Some(m) => {
+                        self.relay_response_to(now, c, target, server, m, false);
+                    }
                     None => self.respond(now, server, status, |_| {}),
                 }
                 if status == 481 || (status == 408 && msg.is_none()) {
@@ -1629,10 +1759,16 @@ impl Engine {
             return;
         };
         let offer_in_invite = call.invite.as_ref().is_some_and(|r| r.offer_in_invite);
-        if offer_in_invite {
-            self.send_dialog_ack(now, c, Side::B, None);
+        if offer_in_invite && let Some(cseq) = call.invite.as_ref().map(|r| r.target_cseq) {
+            self.send_dialog_ack(now, c, Side::B, cseq, None);
         }
-        self.relay_response(now, c, Side::A, resp, true);
+        if !self.relay_response(now, c, Side::A, resp, true) {
+            return;
+        }
+        if let Some(call) = self.calls.get_mut(&c) {
+            call.a_answered = true;
+        }
+        self.guard.call_answered(now, c);
         self.stats.calls_answered += 1;
         let setup_ms = self.calls.get(&c).map_or(0, |call| {
             now.saturating_duration_since(call.started_at).as_millis() as u64
@@ -1647,14 +1783,14 @@ impl Engine {
         _now: Instant,
         c: CallRef,
         side: Side,
-        body: Option<(&str, &[u8])>,
+        cseq: u32,
+        body: Option<(String, Bytes)>,
     ) {
         let branch = self.ids.branch();
         let Some(call) = self.calls.get_mut(&c) else {
             return;
         };
         let cfg = Arc::clone(&call.cfg);
-        let cseq = call.invite.as_ref().map(|r| r.target_cseq);
         let leg = call.leg_mut(side);
         let Some(zone) = cfg.zone(leg.flow.zone) else {
             return;
@@ -1663,14 +1799,11 @@ impl Engine {
             &Method::Ack,
             zone,
             &branch,
-            cseq,
+            Some(cseq),
             &cfg.node().user_agent,
             70,
         );
-        let bytes = match body {
-            Some((ct, b)) => w.finish(Some(ct), &sdp_out(ct, b, zone.sip_address)),
-            None => w.finish_empty(),
-        };
+        let bytes = finish_body(w, body);
         let flow = leg.flow;
         call.last_ack = Some((side, bytes.clone()));
         self.transmit(flow, bytes);
@@ -1784,15 +1917,22 @@ impl Engine {
 
     /// Relays a response received on the other leg to the origin of the
     /// call's INVITE relay.
-    fn relay_response(&mut self, now: Instant, c: CallRef, to: Side, resp: &Message, invite: bool) {
+    fn relay_response(
+        &mut self,
+        now: Instant,
+        c: CallRef,
+        to: Side,
+        resp: &Message,
+        invite: bool,
+    ) -> bool {
         let Some(server) = self
             .calls
             .get(&c)
             .and_then(|call| call.invite.as_ref().map(|r| r.server))
         else {
-            return;
+            return false;
         };
-        self.relay_response_to(now, c, to, server, resp, invite);
+        self.relay_response_to(now, c, to, server, resp, invite)
     }
 
     /// Builds the response for server transaction `server` on leg `to` from
@@ -1805,25 +1945,31 @@ impl Engine {
         server: TxnId,
         resp: &Message,
         invite: bool,
-    ) {
-        let Some(call) = self.calls.get(&c) else {
-            return;
-        };
+    ) -> bool {
         let status = resp.status().unwrap_or(500);
+        // SDP in the response answers the request's offer, or is the offer
+        // when the request had none (late offer).
+        let request_had_sdp = self
+            .server
+            .get(&server)
+            .is_some_and(|t| t.request.has_sdp());
+        let body = match self.cross_body(now, c, to.other(), resp, !request_had_sdp) {
+            Ok(b) => b,
+            Err(r) => {
+                self.media_refused(now, c, r);
+                return false;
+            }
+        };
+        let Some(call) = self.calls.get(&c) else {
+            return false;
+        };
         let cfg = Arc::clone(&call.cfg);
         let leg = call.leg(to);
-        let Some(zone) = cfg.zone(leg.flow.zone) else {
-            return;
-        };
         let Some(trunk) = cfg.trunk(leg.trunk) else {
-            return;
+            return false;
         };
         let contact = leg.contact.clone();
         let target_refresh = status < 300 && status > 100 && (invite || is_target_refresh(resp));
-        let ct = resp.content_type().map(str::to_owned);
-        let body = ct
-            .as_deref()
-            .map(|ct| sdp_out(ct, resp.body(), zone.sip_address));
         let is_invite_2xx = invite && (200..300).contains(&status);
         let status = if status >= 300 {
             caller_status(status)
@@ -1831,6 +1977,10 @@ impl Engine {
             status
         };
         let resp_headers = resp.clone();
+        let (ct, body) = match &body {
+            Some((ct, b)) => (Some(ct.as_str()), Some(&b[..])),
+            None => (None, None),
+        };
         self.respond_with_body(
             now,
             server,
@@ -1845,13 +1995,73 @@ impl Engine {
                 copy_body_headers(w, &resp_headers);
                 copy_passed_headers(w, &resp_headers, trunk);
             },
-            ct.as_deref()
-                .filter(|_| body.as_ref().is_some_and(|b| !b.is_empty())),
-            body.as_deref().filter(|b| !b.is_empty()),
+            ct,
+            body,
         );
         if is_invite_2xx {
             self.start_uas2xx(now, c, server);
         }
+        true
+    }
+
+    /// The body of `msg` (received on leg `from`) as it is sent on the other
+    /// leg: SDP goes through the media hook, other bodies pass unchanged.
+    /// `offer` says whether SDP in `msg` is an offer (else an answer);
+    /// requests decide for themselves (INVITE/UPDATE offer, ACK answers).
+    fn cross_body(
+        &mut self,
+        now: Instant,
+        c: CallRef,
+        from: Side,
+        msg: &Message,
+        offer: bool,
+    ) -> Result<Option<(String, Bytes)>, MediaRefusal> {
+        let Some(ct) = msg.content_type().filter(|_| !msg.body().is_empty()) else {
+            return Ok(None);
+        };
+        if !msg.has_sdp() {
+            return Ok(Some((ct.to_owned(), Bytes::copy_from_slice(msg.body()))));
+        }
+        let kind = match msg.method() {
+            Some(Method::Ack) => SdpKind::Answer,
+            Some(_) => SdpKind::Offer,
+            None if offer => SdpKind::Offer,
+            None => SdpKind::Answer,
+        };
+        let refusal = |status, reason| MediaRefusal { status, reason };
+        let Some(call) = self.calls.get(&c) else {
+            return Err(refusal(481, "no-call"));
+        };
+        let cfg = &call.cfg;
+        let (fl, tl) = (call.leg(from), call.leg(from.other()));
+        let (Some(from_zone), Some(to_zone), Some(from_trunk), Some(to_trunk)) = (
+            cfg.zone(fl.flow.zone),
+            cfg.zone(tl.flow.zone),
+            cfg.trunk(fl.trunk),
+            cfg.trunk(tl.trunk),
+        ) else {
+            return Err(refusal(500, "config"));
+        };
+        let ctx = SdpContext {
+            call: c,
+            from,
+            kind,
+            early: msg.status().is_some_and(|s| s < 200),
+            from_zone,
+            to_zone,
+            from_trunk,
+            to_trunk,
+            from_peer: fl.flow.remote,
+        };
+        let sdp = self.media.sdp(now, &ctx, msg.body())?;
+        Ok(Some((ct.to_owned(), sdp)))
+    }
+
+    /// Media could not be set up for an SDP crossing: the call ends, and the
+    /// caller (if it has no answer yet) gets the refusal's status.
+    fn media_refused(&mut self, now: Instant, c: CallRef, r: MediaRefusal) {
+        self.stats.media_refused += 1;
+        self.end_call(now, c, EndReason::MediaRefused, Some(r.status));
     }
 
     /// Starts retransmitting the 2xx just sent in server transaction `server`.
@@ -1936,6 +2146,7 @@ impl Engine {
             return;
         }
         let late_offer = !relay.offer_in_invite;
+        let cseq = relay.target_cseq;
         let initial = call.state == CallState::Answered;
         call.invite = None;
         self.timers.cancel(&TimerKey::Call(c, CallTimer::Uas2xx));
@@ -1943,14 +2154,10 @@ impl Engine {
             call.state = CallState::Confirmed;
         }
         if late_offer {
-            let ct = msg.content_type().map(str::to_owned);
-            let body = msg.body().to_vec();
-            let target = side.other();
-            match ct {
-                Some(ct) if !body.is_empty() => {
-                    self.send_dialog_ack(now, c, target, Some((&ct, &body)))
-                }
-                _ => self.send_dialog_ack(now, c, target, None),
+            // The ACK carries the answer to the 2xx's offer.
+            match self.cross_body(now, c, side, &msg, false) {
+                Ok(body) => self.send_dialog_ack(now, c, side.other(), cseq, body),
+                Err(r) => self.media_refused(now, c, r),
             }
         }
     }
@@ -2045,9 +2252,12 @@ impl Engine {
         }
         self.respond(now, server, 100, |_| {});
         let target = side.other();
-        let Some((bytes, flow, seq)) = self.build_relayed_request(c, target, &req, true) else {
-            self.respond(now, server, 500, |_| {});
-            return;
+        let (bytes, flow, seq) = match self.build_relayed_request(now, c, target, &req, true) {
+            Ok(r) => r,
+            Err(status) => {
+                self.respond(now, server, status, |_| {});
+                return;
+            }
         };
         if let Some(call) = self.calls.get_mut(&c) {
             call.invite = Some(InviteRelay {
@@ -2106,13 +2316,14 @@ impl Engine {
         }
         let server = relay.server;
         let offer_in_invite = relay.offer_in_invite;
+        let cseq = relay.target_cseq;
         match msg {
             Some(m) if (200..300).contains(&status) => {
                 if let Some(Ok(ct)) = m.contacts().next() {
                     call.leg_mut(target).remote_target = ct.uri_str.to_owned();
                 }
                 if offer_in_invite {
-                    self.send_dialog_ack(now, c, target, None);
+                    self.send_dialog_ack(now, c, target, cseq, None);
                 }
                 self.relay_response_to(now, c, target.other(), server, m, true);
             }
@@ -2154,9 +2365,12 @@ impl Engine {
             }
         }
         let refresh = is_target_refresh(&req);
-        let Some((bytes, flow, _)) = self.build_relayed_request(c, target, &req, refresh) else {
-            self.respond(now, server, 500, |_| {});
-            return;
+        let (bytes, flow, _) = match self.build_relayed_request(now, c, target, &req, refresh) {
+            Ok(r) => r,
+            Err(status) => {
+                self.respond(now, server, status, |_| {});
+                return;
+            }
         };
         self.send_request(now, flow, bytes, Some((c, target)), Purpose::Relay(server));
     }
@@ -2166,18 +2380,27 @@ impl Engine {
     /// the headers policy lets through.
     fn build_relayed_request(
         &mut self,
+        now: Instant,
         c: CallRef,
         target: Side,
         req: &Message,
         with_contact: bool,
-    ) -> Option<(Bytes, Flow, u32)> {
+    ) -> Result<(Bytes, Flow, u32), u16> {
+        // A refused re-offer leaves the session as it was (RFC 3261 14.2):
+        // the sender gets the refusal, the call goes on.
+        let body = self
+            .cross_body(now, c, target.other(), req, true)
+            .map_err(|r| {
+                self.stats.media_refused += 1;
+                r.status
+            })?;
         let branch = self.ids.branch();
-        let call = self.calls.get_mut(&c)?;
+        let call = self.calls.get_mut(&c).ok_or(481u16)?;
         let cfg = Arc::clone(&call.cfg);
-        let method = req.method()?.clone();
+        let method = req.method().ok_or(500u16)?.clone();
         let leg = call.leg_mut(target);
-        let zone = cfg.zone(leg.flow.zone)?;
-        let trunk = cfg.trunk(leg.trunk)?;
+        let zone = cfg.zone(leg.flow.zone).ok_or(500u16)?;
+        let trunk = cfg.trunk(leg.trunk).ok_or(500u16)?;
         let (mut w, seq) = leg.request(&method, zone, &branch, None, &cfg.node().user_agent, 70);
         if with_contact || method == Method::Invite {
             w.header(HeaderName::Contact, &leg.contact);
@@ -2187,11 +2410,14 @@ impl Engine {
         }
         copy_body_headers(&mut w, req);
         copy_passed_headers(&mut w, req, trunk);
-        Some((finish_with_body(w, req, zone.sip_address), leg.flow, seq))
+        Ok((finish_body(w, body), leg.flow, seq))
     }
 
-    /// Ends call `c`: answers the caller with `status` if it has no final
-    /// response yet, CANCELs pending attempts, BYEs answered legs.
+    /// Ends call `c`. Each leg is closed according to what it got: a leg
+    /// A that has no 2xx yet gets a final response (`status`, 480 by
+    /// default; 487 for a pending re-INVITE), a confirmed leg A gets a BYE;
+    /// B attempts still ringing are cancelled and an answered leg B gets a
+    /// BYE. The leg whose BYE caused this is not BYEd back.
     fn end_call(&mut self, now: Instant, c: CallRef, reason: EndReason, status: Option<u16>) {
         let Some(call) = self.calls.get_mut(&c) else {
             return;
@@ -2199,12 +2425,12 @@ impl Engine {
         if call.state == CallState::Ending {
             return;
         }
-        let prev = call.state;
         call.state = CallState::Ending;
         call.end_reason = Some(reason);
         if reason == EndReason::Cancelled {
             call.cancelled = true;
         }
+        let (a_answered, b_answered) = (call.a_answered, call.answered_at.is_some());
         for t in [CallTimer::NoAnswer, CallTimer::Uas2xx, CallTimer::ReInvite] {
             self.timers.cancel(&TimerKey::Call(c, t));
         }
@@ -2214,60 +2440,79 @@ impl Engine {
             self.timers
                 .cancel(&TimerKey::Call(c, CallTimer::MemberTimeout(*i)));
         }
-        // The caller's pending INVITE (initial or re-INVITE) gets its final,
-        // and a re-INVITE still pending on the other leg is cancelled.
+        self.media.release(now, c);
+        // A pending INVITE (initial or re-INVITE) gets its final; a
+        // re-INVITE still pending on the other leg is cancelled.
         if let Some(client) = relay.as_ref().and_then(|r| r.client) {
             self.cancel_client_invite(now, client, c);
         }
         if let Some(r) = relay
             && !r.answered
         {
-            let s = match (prev, status) {
-                (CallState::Early, Some(s)) => s,
-                (CallState::Early, None) => 480,
-                _ => 487,
+            let s = if a_answered {
+                487
+            } else {
+                status.unwrap_or(480)
             };
             self.respond(now, r.server, s, |_| {});
-            if let Some(call) = self.calls.get_mut(&c) {
+            if !a_answered && let Some(call) = self.calls.get_mut(&c) {
                 call.final_status = Some(s);
             }
         }
-        match prev {
-            CallState::Early => {
-                for i in attempts {
-                    self.cancel_attempt(now, c, i);
-                }
-            }
-            _ => {
-                let by = match reason {
-                    EndReason::CallerBye => vec![Side::B],
-                    EndReason::CalleeBye => vec![Side::A],
-                    _ => vec![Side::A, Side::B],
-                };
-                for side in by {
-                    self.send_bye(now, c, side);
-                }
-            }
+        if a_answered && reason != EndReason::CallerBye {
+            self.send_bye(now, c, Side::A);
+        }
+        for i in attempts {
+            self.cancel_attempt(now, c, i);
+        }
+        if b_answered && reason != EndReason::CalleeBye {
+            self.send_bye(now, c, Side::B);
         }
         let Some(call) = self.calls.get(&c) else {
             return;
         };
-        let duration = call.answered_at.map(|a| now.saturating_duration_since(a));
-        let final_status = if call.answered_at.is_some() {
+        let duration = call
+            .answered_at
+            .filter(|_| a_answered)
+            .map_or(Duration::ZERO, |a| now.saturating_duration_since(a));
+        let final_status = if a_answered {
             None
         } else {
             call.final_status.or(status)
         };
         self.stats.calls_ended += 1;
+        self.guard.call_ended(
+            now,
+            c,
+            &CallEnd {
+                reason,
+                status: final_status,
+                answered: a_answered,
+                duration,
+            },
+        );
         self.call_event(
             c,
             CallEventKind::Ended {
                 reason,
                 status: final_status,
-                duration_ms: duration.map_or(0, |d| d.as_millis() as u64),
+                duration_ms: duration.as_millis() as u64,
             },
         );
         self.maybe_remove_call(now, c);
+    }
+
+    /// Ends a call from outside the engine (media timeout, fraud rule,
+    /// operator). Returns whether the call existed and was not ending yet.
+    pub fn terminate_call(&mut self, now: Instant, call: CallRef, reason: EndReason) -> bool {
+        let live = self
+            .calls
+            .get(&call)
+            .is_some_and(|c| c.state != CallState::Ending);
+        if live {
+            self.end_call(now, call, reason, Some(503));
+        }
+        live
     }
 
     fn send_bye(&mut self, now: Instant, c: CallRef, side: Side) {
@@ -2394,25 +2639,10 @@ fn copy_body_headers(w: &mut MessageWriter, src: &Message) {
     }
 }
 
-/// The body as sent on a leg: SDP gets its origin rewritten.
-fn sdp_out(content_type: &str, body: &[u8], addr: std::net::IpAddr) -> Bytes {
-    let is_sdp = content_type
-        .split(';')
-        .next()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"));
-    if is_sdp {
-        sdp::rewrite_origin(body, addr)
-    } else {
-        Bytes::copy_from_slice(body)
-    }
-}
-
-fn finish_with_body(w: MessageWriter, src: &Message, addr: std::net::IpAddr) -> Bytes {
-    match src.content_type() {
-        Some(ct) if !src.body().is_empty() => {
-            let body = sdp_out(ct, src.body(), addr);
-            w.finish(Some(ct), &body)
-        }
-        _ => w.finish_empty(),
+/// Finishes a message with a body already prepared for its leg.
+fn finish_body(w: MessageWriter, body: Option<(String, Bytes)>) -> Bytes {
+    match body {
+        Some((ct, b)) => w.finish(Some(&ct), &b),
+        None => w.finish_empty(),
     }
 }

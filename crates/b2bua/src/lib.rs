@@ -23,6 +23,7 @@ mod call;
 mod engine;
 #[doc(hidden)]
 pub mod fuzz;
+mod hooks;
 mod ids;
 pub mod sdp;
 mod stage;
@@ -31,6 +32,10 @@ use std::net::SocketAddr;
 
 pub use call::{CallRef, Flow, Side};
 pub use engine::{Engine, Transmit};
+pub use hooks::{
+    CallEnd, CallInfo, GuardHook, MediaHook, MediaRefusal, NoGuard, OriginOnly, SdpContext,
+    SdpKind, Verdict,
+};
 pub use ids::IdGen;
 pub use palisade_sip::ParseError;
 pub use stage::{Direction, Stage, StageContext};
@@ -60,6 +65,12 @@ pub enum EndReason {
     PeerVanished,
     /// Palisade shut down.
     Shutdown,
+    /// No media in either direction for the configured time.
+    MediaTimeout,
+    /// Media could not be set up (no ports, unacceptable SDP).
+    MediaRefused,
+    /// The guard ended it (fraud rule, operator).
+    Guard,
 }
 
 impl EndReason {
@@ -75,6 +86,9 @@ impl EndReason {
             EndReason::AckTimeout => "ack-timeout",
             EndReason::PeerVanished => "peer-vanished",
             EndReason::Shutdown => "shutdown",
+            EndReason::MediaTimeout => "media-timeout",
+            EndReason::MediaRefused => "media-refused",
+            EndReason::Guard => "guard",
         }
     }
 }
@@ -191,6 +205,12 @@ pub struct EngineStats {
     pub calls_ended: u64,
     /// INVITEs refused before a call existed.
     pub calls_rejected: u64,
+    /// Requests the guard dropped.
+    pub guard_dropped: u64,
+    /// Requests the guard refused.
+    pub guard_rejected: u64,
+    /// SDP the media hook refused.
+    pub media_refused: u64,
     /// Requests answered without keeping a transaction (OPTIONS, rejects, 481s).
     pub stateless_responses: u64,
     /// Requests Palisade originated.

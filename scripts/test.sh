@@ -25,7 +25,7 @@ python3 scripts/check-deps.py
 
 step "release build (reused by the end-to-end tests)"
 cargo build --locked --release -p palisade
-export PALISADE_BIN="$PWD/target/release/palisade"
+export PALISADE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/palisade"
 
 step "clippy (all targets, warnings are errors)"
 cargo clippy --locked --workspace --all-targets -- -D warnings

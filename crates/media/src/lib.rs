@@ -1,0 +1,1 @@
+//! placeholder: the media manager (SDP offer/answer, port pools, MediaHook) is being written.

@@ -1,0 +1,214 @@
+//! The relay's control API: what the media manager (in the engine's thread)
+//! tells the relay threads, and what they report back. Both directions go
+//! over bounded channels; nothing here blocks the caller.
+//!
+//! A *session* is one call; a session has one *stream* per SDP media line
+//! (`m=`), and a stream relays between two *endpoints*: side A (the leg the
+//! call came from) and side B (the leg Palisade opened). Each endpoint is a
+//! local RTP socket (plus RTCP on port+1 unless rtcp-mux) on the zone's media
+//! address, and what Palisade knows of the peer on that leg.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use smallvec::SmallVec;
+
+/// A call's media session (the engine's `CallRef` value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Which side of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The leg the call came from.
+    A,
+    /// The leg Palisade opened.
+    B,
+}
+
+/// How the relay learns where a peer really sends from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Latch {
+    /// Symmetric RTP: after the first packets from a source, send to that
+    /// source (NAT traversal); packets from other sources are then dropped
+    /// and counted.
+    Learn,
+    /// Accept only packets from the signalled address; drop and count others.
+    Strict,
+}
+
+/// SRTP crypto suites Palisade negotiates (RFC 4568, RFC 3711).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SrtpSuite {
+    /// AES_CM_128_HMAC_SHA1_80.
+    AesCm128HmacSha1_80,
+    /// AES_CM_128_HMAC_SHA1_32.
+    AesCm128HmacSha1_32,
+}
+
+/// One direction's SRTP keying material (from or for an `a=crypto` line).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpKey {
+    /// The suite.
+    pub suite: SrtpSuite,
+    /// 128-bit master key.
+    pub master_key: [u8; 16],
+    /// 112-bit master salt.
+    pub master_salt: [u8; 14],
+    /// MKI value and its length in bytes, when the peer uses one.
+    pub mki: Option<SmallVec<[u8; 4]>>,
+}
+
+impl std::fmt::Debug for SrtpKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys never reach logs.
+        f.debug_struct("SrtpKey")
+            .field("suite", &self.suite)
+            .field("mki", &self.mki.as_ref().map(|m| m.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One side of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Local RTP socket address (zone media address, even port). RTCP uses
+    /// port + 1 unless `rtcp_mux`.
+    pub local: SocketAddr,
+    /// RTP and RTCP share the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+    /// Where the peer said it receives RTP (SDP `c=`/`m=`), once known.
+    pub remote: Option<SocketAddr>,
+    /// Where the peer said it receives RTCP (`a=rtcp` or port + 1).
+    pub remote_rtcp: Option<SocketAddr>,
+    /// Latching mode toward this peer.
+    pub latch: Latch,
+    /// Decrypts what this peer sends (None: plain RTP from the peer).
+    pub srtp_recv: Option<SrtpKey>,
+    /// Encrypts what Palisade sends to this peer (None: plain RTP to the peer).
+    pub srtp_send: Option<SrtpKey>,
+    /// Payload types rewritten on packets *sent to* this peer: (from, to).
+    pub pt_map: SmallVec<[(u8, u8); 4]>,
+    /// This peer holds the call (its SDP said `sendonly`/`inactive`, or
+    /// Palisade's said so to it): the hold timeout applies.
+    pub on_hold: bool,
+}
+
+/// What the media manager asks of the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Bind both endpoints' sockets and start relaying stream `stream`.
+    Open {
+        /// The call.
+        session: SessionId,
+        /// The media line index.
+        stream: u8,
+        /// Side A.
+        a: Endpoint,
+        /// Side B.
+        b: Endpoint,
+    },
+    /// Replace one side's parameters (an answer arrived, a re-INVITE changed
+    /// the remote, hold/unhold, new keys). The local sockets stay.
+    Update {
+        /// The call.
+        session: SessionId,
+        /// The media line index.
+        stream: u8,
+        /// Which side.
+        side: Side,
+        /// The new parameters (its `local` must equal the open one).
+        endpoint: Endpoint,
+    },
+    /// Stop relaying the whole session and close its sockets; a
+    /// [`Report::Closed`] with the final statistics follows.
+    Close {
+        /// The call.
+        session: SessionId,
+    },
+}
+
+/// Statistics of one direction of a stream (what one peer sent).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DirectionStats {
+    /// RTP packets relayed.
+    pub packets: u64,
+    /// RTP payload bytes relayed.
+    pub bytes: u64,
+    /// Packets lost, from sequence numbers (RFC 3550 A.3).
+    pub lost: u64,
+    /// Interarrival jitter in milliseconds (RFC 3550 A.8).
+    pub jitter_ms: f32,
+    /// Loss fraction the receiver reported in RTCP (0.0..=1.0), if any.
+    pub rtcp_fraction_lost: Option<f32>,
+    /// Jitter the receiver reported in RTCP, in milliseconds, if any.
+    pub rtcp_jitter_ms: Option<f32>,
+    /// Round-trip time from RTCP (LSR/DLSR), in milliseconds, if any.
+    pub rtt_ms: Option<f32>,
+    /// Estimated MOS (ITU-T G.107 E-model, simplified), 1.0..=4.5.
+    pub mos: Option<f32>,
+    /// Packets dropped: from a non-latched/unsignalled source, failed SRTP
+    /// authentication, or malformed.
+    pub dropped: u64,
+}
+
+/// Final statistics of one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamStats {
+    /// The media line index.
+    pub stream: u8,
+    /// What side A sent (relayed to B).
+    pub from_a: DirectionStats,
+    /// What side B sent (relayed to A).
+    pub from_b: DirectionStats,
+}
+
+/// What the relay tells the media manager.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// A socket of an Open could not be bound (port taken by another
+    /// process); the session is closed.
+    BindFailed {
+        /// The call.
+        session: SessionId,
+        /// The address that failed.
+        addr: SocketAddr,
+    },
+    /// No RTP in either direction for the timeout (hold timeout when held).
+    Timeout {
+        /// The call.
+        session: SessionId,
+    },
+    /// The session is closed; its ports may be reused.
+    Closed {
+        /// The call.
+        session: SessionId,
+        /// Per-stream statistics.
+        streams: SmallVec<[StreamStats; 2]>,
+    },
+}
+
+/// Relay settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Relay threads; each owns the sessions hashed to it.
+    pub threads: usize,
+    /// No RTP in either direction this long ends the session (default 60 s).
+    pub timeout: Duration,
+    /// The same while on hold (default 1 hour).
+    pub hold_timeout: Duration,
+    /// DSCP of RTP/RTCP packets (default 46, EF).
+    pub dscp: u8,
+    /// Capacity of each thread's command channel.
+    pub command_queue: usize,
+}
+
+/// The command channel to the relay threads was full or closed; the
+/// command is handed back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy(pub Command);
+
+/// Timeouts and queue sizes a relay uses when not configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// See [`RelayConfig::hold_timeout`].
+pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(3600);

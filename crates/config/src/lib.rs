@@ -32,8 +32,8 @@ use serde::Deserialize;
 pub use error::{ConfigError, Problem};
 pub use ipnet::IpNet;
 pub use model::{
-    Config, LogFormat, Logging, MediaRange, Member, Node, Route, Shutdown, Sip, Trunk, TrunkId,
-    Zone, ZoneId,
+    Config, Latching, LogFormat, Logging, Media, MediaRange, Member, Node, Route, RtcpMuxPolicy,
+    Shutdown, Sip, SrtpPolicy, Trunk, TrunkId, TrunkMedia, Zone, ZoneId,
 };
 pub use palisade_sip::Transport;
 

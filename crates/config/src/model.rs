@@ -189,6 +189,80 @@ pub struct Trunk {
     /// Non-structural header names allowed to cross into messages sent to this
     /// trunk, lower-cased, without duplicates.
     pub pass_headers: Vec<String>,
+    /// Media policy on this trunk's legs.
+    pub media: TrunkMedia,
+}
+
+/// SRTP (SDES, RFC 4568) toward a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SrtpPolicy {
+    /// Plain RTP only: offers carry no `a=crypto`; an SRTP-only offer
+    /// (`RTP/SAVP`) from the trunk is refused with 488. Default.
+    #[default]
+    Off,
+    /// SRTP when the peer does it: offers are `RTP/AVP` with `a=crypto`
+    /// (best effort); offers from the trunk are answered in kind.
+    Optional,
+    /// SRTP only: offers are `RTP/SAVP` with `a=crypto`; an offer or answer
+    /// from the trunk without a usable `a=crypto` is refused with 488.
+    Required,
+}
+
+/// RTP/RTCP multiplexing (RFC 5761) toward a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RtcpMuxPolicy {
+    /// Offer `a=rtcp-mux` when the other leg's offer had it; accept it when
+    /// offered. Default.
+    #[default]
+    Auto,
+    /// Always offer `a=rtcp-mux`; accept it when offered.
+    On,
+    /// Never offer nor accept it (RTCP on the RTP port + 1).
+    Off,
+}
+
+/// How the relay learns where a trunk's media really comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Latching {
+    /// Symmetric RTP: send to where the peer's packets come from (NAT). Default.
+    #[default]
+    Learn,
+    /// Accept media only from the address the SDP names; drop and count the rest.
+    Strict,
+}
+
+/// A trunk's `media:` policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TrunkMedia {
+    /// SRTP toward the trunk. Default off.
+    pub srtp: SrtpPolicy,
+    /// rtcp-mux toward the trunk. Default auto.
+    pub rtcp_mux: RtcpMuxPolicy,
+    /// Codec allow-list, in preference order, as SDP encoding names
+    /// (`PCMA`, `opus`...), matched case-insensitively; empty = keep every
+    /// codec in the order offered. `telephone-event` is always kept.
+    pub codecs: Vec<String>,
+    /// Latching mode. Default learn.
+    pub latching: Latching,
+}
+
+/// `media:` — anchoring and the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Media {
+    /// Anchor media through Palisade (rewrite SDP, relay RTP). Default true;
+    /// false lets RTP flow between the peers (only the SDP origin is rewritten).
+    pub anchor: bool,
+    /// Relay threads; 0 = one per CPU core. Default 0.
+    pub relay_threads: usize,
+    /// No RTP in either direction this long ends the call (`media-timeout`).
+    /// `timeout_seconds`, default 60 s.
+    pub timeout: Duration,
+    /// The same while the call is on hold. `hold_timeout_seconds`, default 3600 s.
+    pub hold_timeout: Duration,
+    /// DSCP of RTP and RTCP packets (0..=63). Default 46 (EF).
+    pub dscp_rtp: u8,
 }
 
 impl Trunk {
@@ -285,6 +359,7 @@ pub struct Config {
     pub(crate) zones: Vec<Zone>,
     pub(crate) trunks: Vec<Trunk>,
     pub(crate) routes: Vec<Route>,
+    pub(crate) media: Media,
     pub(crate) shutdown: Shutdown,
     pub(crate) logging: Logging,
     /// One per zone.
@@ -319,6 +394,11 @@ impl Config {
     /// All routes, in evaluation order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// `media:` settings.
+    pub fn media(&self) -> &Media {
+        &self.media
     }
 
     /// `shutdown:` settings.

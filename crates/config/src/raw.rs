@@ -18,6 +18,7 @@ pub(crate) struct RawConfig {
     pub zones: S<Vec<S<RawZone>>>,
     pub trunks: S<Vec<S<RawTrunk>>>,
     pub routes: S<Vec<S<RawRoute>>>,
+    pub media: Option<RawMediaSection>,
     pub shutdown: Option<RawShutdown>,
     pub logging: Option<RawLogging>,
 }
@@ -78,6 +79,51 @@ pub(crate) struct RawTrunk {
     pub source_addresses: Option<Vec<S<String>>>,
     pub member_timeout_ms: Option<S<u64>>,
     pub pass_headers: Option<Vec<S<String>>>,
+    pub media: Option<RawTrunkMedia>,
+}
+
+/// The top-level `media:` section (the relay and anchoring).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMediaSection {
+    pub anchor: Option<S<bool>>,
+    pub relay_threads: Option<S<u64>>,
+    pub timeout_seconds: Option<S<u64>>,
+    pub hold_timeout_seconds: Option<S<u64>>,
+    pub dscp_rtp: Option<S<u64>>,
+}
+
+/// A trunk's `media:` policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrunkMedia {
+    pub srtp: Option<S<RawSrtp>>,
+    pub rtcp_mux: Option<S<RawRtcpMux>>,
+    pub codecs: Option<Vec<S<String>>>,
+    pub latching: Option<S<RawLatching>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawSrtp {
+    Off,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawRtcpMux {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawLatching {
+    Learn,
+    Strict,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,15 +7,16 @@ use crate::model::Config;
 impl Config {
     /// Whether `new` can replace `self` on SIGHUP.
     ///
-    /// Live: trunks, routes, timeouts (`sip.t1_ms`, `t2_ms`, `t4_ms`,
+    /// Live: trunks (their `media` policy included: new calls use it),
+    /// routes, timeouts (`sip.t1_ms`, `t2_ms`, `t4_ms`,
     /// `member_timeout_ms`, `no_answer_timeout_seconds`,
     /// `tcp_idle_timeout_seconds`, `tcp_connect_timeout_ms`,
     /// `shutdown.grace_seconds`) and `logging.level`.
     ///
     /// Everything else is bound into sockets, buffers or the logger at start
     /// and needs a restart: zones (names and order, addresses, transports,
-    /// ports, media ranges, DSCP), the other `sip` limits and buffers, `node`
-    /// and `logging.format`. On `Err`, one line per such change,
+    /// ports, media ranges, DSCP), the `media` section (the relay is started
+    /// with it), the other `sip` limits and buffers, `node` and `logging.format`. On `Err`, one line per such change,
     /// `FIELD_PATH: OLD -> NEW`.
     ///
     /// Zones keep their ids across an accepted reload; trunk ids may change,
@@ -79,6 +80,12 @@ impl Config {
                 cmp(&p("dscp_sip"), &o.dscp_sip, &n.dscp_sip);
             }
         }
+        let (o, n) = (&self.media, &new.media);
+        cmp("media.anchor", &o.anchor, &n.anchor);
+        cmp("media.relay_threads", &o.relay_threads, &n.relay_threads);
+        cmp("media.timeout_seconds", &o.timeout, &n.timeout);
+        cmp("media.hold_timeout_seconds", &o.hold_timeout, &n.hold_timeout);
+        cmp("media.dscp_rtp", &o.dscp_rtp, &n.dscp_rtp);
         cmp("logging.format", &self.logging.format, &new.logging.format);
         if out.is_empty() { Ok(()) } else { Err(out) }
     }

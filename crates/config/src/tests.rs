@@ -112,6 +112,17 @@ fn minimal_document_takes_every_default() {
     assert_eq!(c.shutdown().grace, Duration::from_secs(30));
     assert_eq!(c.logging().format, LogFormat::Text);
     assert_eq!(c.logging().level, "info");
+    let m = c.media();
+    assert!(m.anchor);
+    assert_eq!(m.relay_threads, 0);
+    assert_eq!(m.timeout, Duration::from_secs(60));
+    assert_eq!(m.hold_timeout, Duration::from_secs(3600));
+    assert_eq!(m.dscp_rtp, 46);
+    assert_eq!(t.media, TrunkMedia::default());
+    assert_eq!(t.media.srtp, SrtpPolicy::Off);
+    assert_eq!(t.media.rtcp_mux, RtcpMuxPolicy::Auto);
+    assert_eq!(t.media.latching, Latching::Learn);
+    assert!(t.media.codecs.is_empty());
 }
 
 /// reference.yaml writes every defaulted key with its default value, so it
@@ -124,6 +135,9 @@ fn reference_values_are_the_code_defaults() {
     assert_eq!(r.sip(), d.sip());
     assert_eq!(r.shutdown(), d.shutdown());
     assert_eq!(r.logging(), d.logging());
+    assert_eq!(r.media(), d.media());
+    // Trunk `pbx` spells out the media defaults.
+    assert_eq!(r.trunks()[0].media, d.trunks()[0].media);
     // Zone `inside` and its first member spell out the defaults too.
     let (rz, dz) = (&r.zones()[0], &d.zones()[0]);
     assert_eq!(rz, dz);
@@ -1349,6 +1363,89 @@ fn reload_lists_every_change_that_needs_a_restart() {
     );
 }
 
+// ------------------------------------------------------------------- media
+
+#[test]
+fn media_section_and_trunk_policy_load() {
+    let yaml = BASE.replace(
+        "      - address: 127.0.0.10\n",
+        "      - address: 127.0.0.10\n    media:\n      srtp: required\n      rtcp_mux: off\n      codecs: [PCMA, g722, opus]\n      latching: strict\n",
+    );
+    let yaml = format!(
+        "{yaml}media:\n  anchor: false\n  relay_threads: 3\n  timeout_seconds: 20\n  hold_timeout_seconds: 90\n  dscp_rtp: 34\n"
+    );
+    let c = ok(&yaml);
+    let m = c.media();
+    assert!(!m.anchor);
+    assert_eq!(m.relay_threads, 3);
+    assert_eq!(m.timeout, Duration::from_secs(20));
+    assert_eq!(m.hold_timeout, Duration::from_secs(90));
+    assert_eq!(m.dscp_rtp, 34);
+    let t = &c.trunks()[0].media;
+    assert_eq!(t.srtp, SrtpPolicy::Required);
+    assert_eq!(t.rtcp_mux, RtcpMuxPolicy::Off);
+    assert_eq!(t.latching, Latching::Strict);
+    assert_eq!(t.codecs, ["PCMA", "g722", "opus"]);
+}
+
+#[test]
+fn media_values_are_checked_with_their_location() {
+    expect_one(
+        &format!("{BASE}media:\n  timeout_seconds: 0\n"),
+        13,
+        20,
+        "media.timeout_seconds",
+        "0 is out of range: must be 1..=86400",
+    );
+    expect_one(
+        &format!("{BASE}media:\n  dscp_rtp: 64\n"),
+        13,
+        13,
+        "media.dscp_rtp",
+        "out of range",
+    );
+    let with = |m: &str| {
+        BASE.replace(
+            "      - address: 127.0.0.10\n",
+            &format!("      - address: 127.0.0.10\n    media:\n{m}"),
+        )
+    };
+    expect_one(
+        &with("      codecs: [PCMA, pcma]\n"),
+        10,
+        22,
+        "trunks[0].media.codecs[1]",
+        "pcma is listed twice",
+    );
+    expect_one(
+        &with("      codecs: [\"PC MA\"]\n"),
+        10,
+        16,
+        "trunks[0].media.codecs[0]",
+        "contains ' '",
+    );
+    let ps = problems(&with("      srtp: maybe\n"));
+    assert_eq!(ps.len(), 1);
+    assert_eq!((ps[0].line, ps[0].path.as_str()), (10, "trunks[0].media.srtp"));
+    assert!(ps[0].message.contains("unknown variant"), "{ps:?}");
+    let ps = problems(&with("      rtcpmux: on\n"));
+    assert!(ps[0].message.contains("unknown field `rtcpmux`"), "{ps:?}");
+}
+
+#[test]
+fn media_section_needs_a_restart_but_trunk_policy_reloads() {
+    let old = ok(BASE);
+    let new = ok(&format!("{BASE}media:\n  timeout_seconds: 30\n"));
+    let err = old.reload_check(&new).unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert!(err[0].starts_with("media.timeout_seconds: "), "{err:?}");
+    let new = ok(&BASE.replace(
+        "      - address: 127.0.0.10\n",
+        "      - address: 127.0.0.10\n    media:\n      srtp: optional\n",
+    ));
+    assert!(old.reload_check(&new).is_ok());
+}
+
 // ------------------------------------------------- reference completeness
 
 /// A generic YAML tree, to walk reference.yaml and write modified copies.
@@ -1493,6 +1590,9 @@ fn insert_probe(node: &mut Node, path: &str) {
 #[test]
 fn reference_documents_every_schema_field() {
     let text = repo_file("reference.yaml");
+    // Untyped, `on`/`off` read as YAML 1.1 booleans and would be written back
+    // as true/false, which the typed enums (srtp, rtcp_mux) reject; quote them.
+    let text = text.replace(": off ", ": \"off\" ").replace(": on ", ": \"on\" ");
     let tree: Node = serde_saphyr::from_str(&text).unwrap();
     let mut maps = Vec::new();
     mappings(&tree, String::new(), &mut maps);
@@ -1551,8 +1651,9 @@ fn reference_documents_every_schema_field() {
         missing.is_empty(),
         "configs/reference.yaml lacks: {missing:?}"
     );
-    // Top level, node, sip, 2 zones + media, 2 trunks + 3 members, 2 routes, shutdown, logging.
-    assert_eq!(checked, 16);
+    // Top level, node, sip, 2 zones + media, 2 trunks + 3 members + 2 media,
+    // 2 routes, media, shutdown, logging.
+    assert_eq!(checked, 19);
 }
 
 /// Every key line in reference.yaml carries a comment, on the line or just above.

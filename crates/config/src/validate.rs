@@ -16,10 +16,13 @@ use serde_saphyr::Location;
 
 use crate::error::Problem;
 use crate::model::{
-    Config, LogFormat, Logging, MediaRange, Member, Node, Route, Shutdown, Sip, SourceIndex, Trunk,
-    TrunkId, Zone, ZoneId,
+    Config, Latching, LogFormat, Logging, Media, MediaRange, Member, Node, Route, RtcpMuxPolicy,
+    Shutdown, Sip, SourceIndex, SrtpPolicy, Trunk, TrunkId, TrunkMedia, Zone, ZoneId,
 };
-use crate::raw::{RawConfig, RawLogFormat, RawMember, RawRoute, RawSip, RawTrunk, RawZone, S};
+use crate::raw::{
+    RawConfig, RawLatching, RawLogFormat, RawMediaSection, RawMember, RawRoute, RawRtcpMux,
+    RawSip, RawSrtp, RawTrunk, RawZone, S,
+};
 
 // Documented defaults and bounds. configs/reference.yaml states the same values.
 const DEFAULT_NODE_NAME: &str = "palisade";
@@ -144,6 +147,29 @@ const GRACE_S: Num = Num {
     default: 30,
     range: 0..=3600,
 };
+const RELAY_THREADS: Num = Num {
+    key: "relay_threads",
+    default: 0,
+    range: 0..=256,
+};
+const MEDIA_TIMEOUT_S: Num = Num {
+    key: "timeout_seconds",
+    default: 60,
+    range: 1..=86_400,
+};
+const HOLD_TIMEOUT_S: Num = Num {
+    key: "hold_timeout_seconds",
+    default: 3600,
+    range: 1..=604_800,
+};
+const DSCP_RTP: Num = Num {
+    key: "dscp_rtp",
+    default: 46,
+    range: 0..=63,
+};
+/// Codec names in a trunk's allow-list.
+const MAX_CODECS: usize = 32;
+const MAX_CODEC_CHARS: usize = 32;
 
 /// Collects problems while validating.
 struct Ctx {
@@ -213,6 +239,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let (zones, zone_ok) = zones(&mut cx, &raw.zones);
     let trunks = trunks(&mut cx, &raw.trunks, &zones, &zone_ok, &sip);
     let routes = routes(&mut cx, &raw.routes, &trunks);
+    let media = media_section(&mut cx, &raw.media.unwrap_or_default());
     let shutdown = {
         let s = raw.shutdown.unwrap_or_default();
         Shutdown {
@@ -247,6 +274,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         zones,
         trunks,
         routes,
+        media,
         shutdown,
         logging,
         sources,
@@ -822,6 +850,7 @@ fn trunks(
             None => sip.member_timeout,
         };
         let pass_headers = pass_headers(cx, t, &p);
+        let media = trunk_media(cx, t, &p);
         out.push((
             Trunk {
                 id: TrunkId(id16(i)),
@@ -831,6 +860,7 @@ fn trunks(
                 source_addresses,
                 member_timeout,
                 pass_headers,
+                media,
             },
             sources,
         ));
@@ -947,6 +977,89 @@ fn parse_net(cx: &mut Ctx, v: &S<String>, path: &str) -> Option<IpNet> {
 /// RFC 3261 `token` characters.
 fn token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// The top-level `media:` section.
+fn media_section(cx: &mut Ctx, raw: &RawMediaSection) -> Media {
+    let s = "media";
+    Media {
+        anchor: raw.anchor.as_ref().is_none_or(|v| v.value),
+        relay_threads: clamp_usize(cx.num(raw.relay_threads.as_ref(), s, &RELAY_THREADS)),
+        timeout: Duration::from_secs(cx.num(raw.timeout_seconds.as_ref(), s, &MEDIA_TIMEOUT_S)),
+        hold_timeout: Duration::from_secs(cx.num(
+            raw.hold_timeout_seconds.as_ref(),
+            s,
+            &HOLD_TIMEOUT_S,
+        )),
+        dscp_rtp: clamp_u8(cx.num(raw.dscp_rtp.as_ref(), s, &DSCP_RTP)),
+    }
+}
+
+/// SDP encoding-name characters (RFC 4566 `token`, as codec names use them).
+fn codec_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')
+}
+
+/// A trunk's `media:` policy.
+fn trunk_media(cx: &mut Ctx, t: &RawTrunk, p: &str) -> TrunkMedia {
+    let Some(m) = &t.media else {
+        return TrunkMedia::default();
+    };
+    let srtp = match m.srtp.as_ref().map(|v| v.value) {
+        None | Some(RawSrtp::Off) => SrtpPolicy::Off,
+        Some(RawSrtp::Optional) => SrtpPolicy::Optional,
+        Some(RawSrtp::Required) => SrtpPolicy::Required,
+    };
+    let rtcp_mux = match m.rtcp_mux.as_ref().map(|v| v.value) {
+        None | Some(RawRtcpMux::Auto) => RtcpMuxPolicy::Auto,
+        Some(RawRtcpMux::On) => RtcpMuxPolicy::On,
+        Some(RawRtcpMux::Off) => RtcpMuxPolicy::Off,
+    };
+    let latching = match m.latching.as_ref().map(|v| v.value) {
+        None | Some(RawLatching::Learn) => Latching::Learn,
+        Some(RawLatching::Strict) => Latching::Strict,
+    };
+    let mut codecs: Vec<String> = Vec::new();
+    let list = m.codecs.as_deref().unwrap_or_default();
+    if list.len() > MAX_CODECS
+        && let Some(first) = list.get(MAX_CODECS)
+    {
+        cx.err(
+            first.referenced,
+            format!("{p}.media.codecs"),
+            format!("{} codecs; at most {MAX_CODECS} are allowed", list.len()),
+        );
+    }
+    for (j, c) in list.iter().enumerate().take(MAX_CODECS) {
+        let cp = format!("{p}.media.codecs[{j}]");
+        let name = c.value.trim();
+        let n = name.chars().count();
+        if n == 0 || n > MAX_CODEC_CHARS {
+            cx.err(
+                c.referenced,
+                cp,
+                format!("must be 1..={MAX_CODEC_CHARS} characters long (got {n})"),
+            );
+        } else if let Some(bad) = name.chars().find(|&ch| !codec_char(ch)) {
+            cx.err(
+                c.referenced,
+                cp,
+                format!(
+                    "`{name}` contains {bad:?}; a codec is an SDP encoding name like PCMA, G722 or opus"
+                ),
+            );
+        } else if codecs.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+            cx.err(c.referenced, cp, format!("{name} is listed twice"));
+        } else {
+            codecs.push(name.to_owned());
+        }
+    }
+    TrunkMedia {
+        srtp,
+        rtcp_mux,
+        codecs,
+        latching,
+    }
 }
 
 fn pass_headers(cx: &mut Ctx, t: &RawTrunk, p: &str) -> Vec<String> {

@@ -212,3 +212,62 @@ pub struct Busy(pub Command);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// See [`RelayConfig::hold_timeout`].
 pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl Default for RelayConfig {
+    /// One thread per core, 60 s timeout, 1 h on hold, DSCP 46 (EF), 1024
+    /// queued commands per thread.
+    fn default() -> Self {
+        RelayConfig {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            timeout: DEFAULT_TIMEOUT,
+            hold_timeout: DEFAULT_HOLD_TIMEOUT,
+            dscp: 46,
+            command_queue: 1024,
+        }
+    }
+}
+
+impl Command {
+    /// The session this command is about.
+    pub fn session(&self) -> SessionId {
+        match self {
+            Command::Open { session, .. }
+            | Command::Update { session, .. }
+            | Command::Close { session } => *session,
+        }
+    }
+}
+
+/// A snapshot of the relay's counters, summed over its threads
+/// (`RelayControl::stats`). Names follow `palisade_relay_<name>` when
+/// exported as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// RTP and RTCP datagrams relayed (accepted by the kernel for sending).
+    pub packets_relayed: u64,
+    /// Bytes of those datagrams.
+    pub bytes_relayed: u64,
+    /// Dropped: from a source other than the latched/signalled one.
+    pub dropped_foreign_source: u64,
+    /// Dropped: the destination peer's address is not known yet.
+    pub dropped_no_remote: u64,
+    /// Dropped: not RTP/RTCP, truncated or oversized.
+    pub dropped_malformed: u64,
+    /// Dropped: SRTP/SRTCP authentication, replay or MKI check failed (or
+    /// protecting toward an SRTP peer failed).
+    pub srtp_failures: u64,
+    /// Dropped: the kernel refused the datagram (buffer full, unreachable).
+    pub dropped_send: u64,
+    /// Dropped: no session owns the socket any more (a packet raced a Close).
+    pub dropped_no_session: u64,
+    /// Sessions open now.
+    pub sessions_open: u64,
+    /// Local ports bound now.
+    pub ports_bound: u64,
+    /// Media timeouts reported.
+    pub timeouts: u64,
+    /// Reports dropped because the report channel was full or closed.
+    pub reports_dropped: u64,
+    /// Commands ignored (unknown session or stream, changed local address).
+    pub commands_ignored: u64,
+}

@@ -1,5 +1,40 @@
-//! The RTP/RTCP relay: Palisade's media fast path (work in progress: the
-//! control API in [`api`] is fixed; the relay threads are being written).
+//! The RTP/RTCP relay: Palisade's media fast path.
+//!
+//! **What it owns.** A fixed set of relay threads (one per core by default),
+//! each owning the sessions routed to it by call and their UDP sockets; per
+//! stream, the relay between side A and side B: symmetric-RTP latching
+//! ([`latch`]), SRTP/SRTCP on either or both legs ([`srtp`]), payload-type
+//! remapping, RTCP passthrough with statistics, per-direction quality
+//! statistics ([`stats`]: loss, jitter, RTCP-reported loss/jitter/RTT, an
+//! E-model MOS), media timeouts, DSCP marking, and counters.
+//!
+//! **What it does not own.** SDP, port allocation, codec and SRTP policy,
+//! key generation and what to do on a timeout: that is `palisade-media` in
+//! the engine's thread, which drives this crate through [`RelayControl`]
+//! over bounded channels and reads [`Report`]s back.
+//!
+//! **Why hand-written.** The fast path is Palisade's core: it must move
+//! millions of packets per second on small boxes, so the loop is ours:
+//! `mio` (epoll) per thread, `recvmmsg`/`sendmmsg` over buffers allocated
+//! once ([`batch`], the crate's only `unsafe`, via `libc`), in-place packet
+//! rewriting, no allocation, lock or channel operation per packet, one clock
+//! read per batch. General-purpose pieces come from maintained crates:
+//! `mio`, `libc`, `socket2` (socket options), `libsrtp` (RFC 3711 in pure
+//! Rust on RustCrypto, with MKI). RTP/RTCP header parsing ([`rtp`]) is ours
+//! because it is twenty lines of zero-copy reads that must never panic and
+//! are fuzzed here.
 
 pub mod api;
+#[allow(unsafe_code)]
+pub mod batch;
+pub mod fuzz;
+pub mod latch;
+mod relay;
+pub mod rtp;
+pub mod sock;
+pub mod srtp;
+pub mod stats;
+mod worker;
+
 pub use api::*;
+pub use relay::{Relay, RelayControl};

@@ -1,0 +1,177 @@
+//! The relay's handles: [`Relay`] owns the threads, [`RelayControl`] sends
+//! them commands and reads their counters.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+use mio::{Poll, Waker};
+
+use crate::api::{Busy, Command, RelayConfig, RelayStats, Report, SessionId};
+use crate::worker::{Counters, WAKER, Worker};
+
+#[derive(Debug)]
+struct Lane {
+    commands: SyncSender<Command>,
+    waker: Waker,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    lanes: Vec<Lane>,
+    stop: Arc<AtomicBool>,
+}
+
+/// The running relay: a fixed set of threads, each owning the sessions
+/// routed to it. [`Relay::stop`] (or dropping it) closes every session,
+/// reporting [`Report::Closed`] for each, and joins the threads.
+#[derive(Debug)]
+pub struct Relay {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Sends commands to the relay threads and reads their counters. Cheap to
+/// clone; `Send + Sync`; never blocks.
+#[derive(Debug, Clone)]
+pub struct RelayControl {
+    shared: Arc<Shared>,
+}
+
+impl Relay {
+    /// Starts `cfg.threads` relay threads (0 means one per core). Reports go
+    /// to `reports`; a full channel never blocks a relay thread (see
+    /// [`Report`]).
+    pub fn start(cfg: RelayConfig, reports: SyncSender<Report>) -> io::Result<(Relay, RelayControl)> {
+        let mut cfg = cfg;
+        if cfg.threads == 0 {
+            cfg.threads = RelayConfig::default().threads;
+        }
+        cfg.command_queue = cfg.command_queue.max(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut lanes = Vec::with_capacity(cfg.threads);
+        let mut workers = Vec::with_capacity(cfg.threads);
+        for _ in 0..cfg.threads {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            let (tx, rx) = sync_channel(cfg.command_queue);
+            let counters = Arc::new(Counters::default());
+            lanes.push(Lane {
+                commands: tx,
+                waker,
+                counters: counters.clone(),
+            });
+            workers.push(Worker::new(cfg, poll, rx, reports.clone(), stop.clone(), counters));
+        }
+        let shared = Arc::new(Shared { lanes, stop });
+        let mut threads = Vec::with_capacity(workers.len());
+        for (i, w) in workers.into_iter().enumerate() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("relay-{i}"))
+                .spawn(move || w.run());
+            match spawned {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    let relay = Relay {
+                        shared: shared.clone(),
+                        threads,
+                    };
+                    relay.stop();
+                    return Err(e);
+                }
+            }
+        }
+        let control = RelayControl {
+            shared: shared.clone(),
+        };
+        Ok((Relay { shared, threads }, control))
+    }
+
+    /// Closes every session (each reports [`Report::Closed`]) and joins the
+    /// threads.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for lane in &self.shared.lanes {
+            let _ = lane.waker.wake();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Which thread owns a session: a multiplicative hash, so sequential call
+/// references spread evenly.
+fn lane_of(session: SessionId, lanes: usize) -> usize {
+    let h = session.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 32) % lanes as u64) as usize
+}
+
+impl RelayControl {
+    /// Queues `cmd` for the thread owning its session and wakes it. Never
+    /// blocks: a full queue (or a stopped relay) hands the command back.
+    pub fn send(&self, cmd: Command) -> Result<(), Busy> {
+        let lanes = &self.shared.lanes;
+        if lanes.is_empty() || self.shared.stop.load(Ordering::Acquire) {
+            return Err(Busy(cmd));
+        }
+        let lane = &lanes[lane_of(cmd.session(), lanes.len())];
+        match lane.commands.try_send(cmd) {
+            Ok(()) => {
+                let _ = lane.waker.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => Err(Busy(c)),
+        }
+    }
+
+    /// The counters, summed over the threads.
+    pub fn stats(&self) -> RelayStats {
+        let mut s = RelayStats::default();
+        for lane in &self.shared.lanes {
+            lane.counters.add_to(&mut s);
+        }
+        s
+    }
+
+    /// Number of relay threads.
+    pub fn threads(&self) -> usize {
+        self.shared.lanes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_spread_sequential_sessions() {
+        let mut counts = [0usize; 4];
+        for i in 0..4000u64 {
+            counts[lane_of(SessionId(i), 4)] += 1;
+        }
+        for c in counts {
+            assert!((800..1200).contains(&c), "{counts:?}");
+        }
+    }
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn control_is_send_and_sync() {
+        assert_send_sync::<RelayControl>();
+    }
+}

@@ -1,0 +1,866 @@
+//! One relay thread: owns the sessions routed to it and their sockets, waits
+//! on epoll (mio), moves packets in batches, applies commands from its
+//! bounded channel, reports timeouts and closures.
+//!
+//! Per packet there is no allocation, no lock and no channel operation: the
+//! thread reads the clock once per batch, rewrites packets in place in its
+//! [`Batch`] buffers and adds its counters to shared atomics once per batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use smallvec::SmallVec;
+
+use crate::api::{
+    Command, Endpoint, RelayConfig, RelayStats, Report, SessionId, Side, StreamStats,
+};
+use crate::batch::{BUF_CAPACITY, Batch};
+use crate::latch::LatchState;
+use crate::rtp::{self, RtpHeader};
+use crate::sock::bind_media;
+use crate::srtp::{SrtpIn, SrtpOut};
+use crate::stats::DirectionMeter;
+
+/// The waker's token; socket tokens are slab indices below it.
+pub(crate) const WAKER: Token = Token(usize::MAX);
+/// How often timeouts are checked (and the longest a thread sleeps).
+const TICK: Duration = Duration::from_millis(100);
+/// Batches read from one socket before the others get a turn.
+const BATCHES_PER_TURN: usize = 16;
+/// Commands applied per loop turn (bounds the latency packets see).
+const COMMANDS_PER_TURN: usize = 256;
+/// Timeout and BindFailed reports kept for retry while the channel is full.
+const PENDING_REPORTS: usize = 4096;
+/// Largest datagram relayed: room stays for SRTP's tag, MKI and index.
+const MAX_DATAGRAM: usize = BUF_CAPACITY - 64;
+
+/// Counters a thread publishes; the control handle sums them.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    packets_relayed: AtomicU64,
+    bytes_relayed: AtomicU64,
+    dropped_foreign_source: AtomicU64,
+    dropped_no_remote: AtomicU64,
+    dropped_malformed: AtomicU64,
+    srtp_failures: AtomicU64,
+    dropped_send: AtomicU64,
+    dropped_no_session: AtomicU64,
+    sessions_open: AtomicU64,
+    ports_bound: AtomicU64,
+    timeouts: AtomicU64,
+    reports_dropped: AtomicU64,
+    commands_ignored: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add_to(&self, s: &mut RelayStats) {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        s.packets_relayed += r(&self.packets_relayed);
+        s.bytes_relayed += r(&self.bytes_relayed);
+        s.dropped_foreign_source += r(&self.dropped_foreign_source);
+        s.dropped_no_remote += r(&self.dropped_no_remote);
+        s.dropped_malformed += r(&self.dropped_malformed);
+        s.srtp_failures += r(&self.srtp_failures);
+        s.dropped_send += r(&self.dropped_send);
+        s.dropped_no_session += r(&self.dropped_no_session);
+        s.sessions_open += r(&self.sessions_open);
+        s.ports_bound += r(&self.ports_bound);
+        s.timeouts += r(&self.timeouts);
+        s.reports_dropped += r(&self.reports_dropped);
+        s.commands_ignored += r(&self.commands_ignored);
+    }
+
+    fn bump(a: &AtomicU64, n: u64) {
+        if n != 0 {
+            a.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Per-batch tallies, published once per batch.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    relayed: u64,
+    bytes: u64,
+    foreign: u64,
+    no_remote: u64,
+    malformed: u64,
+    srtp: u64,
+    send: u64,
+}
+
+impl Tally {
+    fn publish(&self, c: &Counters) {
+        Counters::bump(&c.packets_relayed, self.relayed);
+        Counters::bump(&c.bytes_relayed, self.bytes);
+        Counters::bump(&c.dropped_foreign_source, self.foreign);
+        Counters::bump(&c.dropped_no_remote, self.no_remote);
+        Counters::bump(&c.dropped_malformed, self.malformed);
+        Counters::bump(&c.srtp_failures, self.srtp);
+        Counters::bump(&c.dropped_send, self.send);
+    }
+}
+
+/// SRTP state of one direction of one endpoint.
+#[derive(Debug)]
+enum Crypto<T> {
+    Plain,
+    Ctx(T),
+    /// Keys were given but the SRTP library refused them: drop everything.
+    Broken,
+}
+
+fn crypto_in(key: Option<&crate::api::SrtpKey>) -> Crypto<SrtpIn> {
+    match key {
+        None => Crypto::Plain,
+        Some(k) => SrtpIn::new(k).map_or(Crypto::Broken, Crypto::Ctx),
+    }
+}
+
+fn crypto_out(key: Option<&crate::api::SrtpKey>) -> Crypto<SrtpOut> {
+    match key {
+        None => Crypto::Plain,
+        Some(k) => SrtpOut::new(k).map_or(Crypto::Broken, Crypto::Ctx),
+    }
+}
+
+/// Where the peer said it receives RTCP.
+fn rtcp_signalled(ep: &Endpoint) -> Option<SocketAddr> {
+    if ep.rtcp_mux {
+        return ep.remote;
+    }
+    ep.remote_rtcp.or_else(|| {
+        ep.remote.map(|mut a| {
+            a.set_port(a.port().wrapping_add(1));
+            a
+        })
+    })
+}
+
+fn rtcp_local(ep: &Endpoint) -> SocketAddr {
+    let mut a = ep.local;
+    a.set_port(a.port().wrapping_add(1));
+    a
+}
+
+/// One side of a stream.
+#[derive(Debug)]
+struct End {
+    ep: Endpoint,
+    rtp: UdpSocket,
+    rtp_token: Token,
+    rtcp: Option<(UdpSocket, Token)>,
+    rtp_latch: LatchState,
+    rtcp_latch: LatchState,
+    srtp_in: Crypto<SrtpIn>,
+    srtp_out: Crypto<SrtpOut>,
+    /// What this end's peer sends.
+    meter: DirectionMeter,
+}
+
+impl End {
+    fn rtcp_out_fd(&self) -> i32 {
+        match (&self.rtcp, self.ep.rtcp_mux) {
+            (Some((s, _)), false) => s.as_raw_fd(),
+            _ => self.rtp.as_raw_fd(),
+        }
+    }
+
+    fn rtcp_target(&self) -> Option<SocketAddr> {
+        if self.ep.rtcp_mux {
+            self.rtp_latch.target()
+        } else {
+            self.rtcp_latch.target()
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Stream {
+    index: u8,
+    ends: [End; 2],
+}
+
+#[derive(Debug)]
+struct Session {
+    streams: SmallVec<[Stream; 2]>,
+    last_rtp: Instant,
+    timed_out: bool,
+}
+
+/// What a socket token refers to.
+#[derive(Debug, Clone, Copy)]
+struct SockRef {
+    session: SessionId,
+    stream: u8,
+    side: usize,
+    rtcp: bool,
+}
+
+fn side_index(s: Side) -> usize {
+    match s {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+/// Everything a relay thread owns.
+pub(crate) struct Worker {
+    cfg: RelayConfig,
+    poll: Poll,
+    commands: Receiver<Command>,
+    reports: SyncSender<Report>,
+    pending: VecDeque<Report>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    sessions: HashMap<SessionId, Session>,
+    socks: Vec<Option<SockRef>>,
+    free: Vec<usize>,
+    batch: Batch,
+    out_rtp: Vec<(usize, SocketAddr)>,
+    out_rtcp: Vec<(usize, SocketAddr)>,
+    again: Vec<Token>,
+    again_next: Vec<Token>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    pub(crate) fn new(
+        cfg: RelayConfig,
+        poll: Poll,
+        commands: Receiver<Command>,
+        reports: SyncSender<Report>,
+        stop: Arc<AtomicBool>,
+        counters: Arc<Counters>,
+    ) -> Worker {
+        Worker {
+            cfg,
+            poll,
+            commands,
+            reports,
+            pending: VecDeque::with_capacity(64),
+            stop,
+            counters,
+            sessions: HashMap::new(),
+            socks: Vec::new(),
+            free: Vec::new(),
+            batch: Batch::new(),
+            out_rtp: Vec::with_capacity(crate::batch::BATCH),
+            out_rtcp: Vec::with_capacity(crate::batch::BATCH),
+            again: Vec::new(),
+            again_next: Vec::new(),
+        }
+    }
+
+    /// The thread's loop; returns when told to stop (every session closed).
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        #[allow(clippy::disallowed_methods)] // I/O thread: reads the clock once per turn.
+        let mut last_tick = Instant::now();
+        loop {
+            let timeout = if self.again.is_empty() {
+                Some(TICK)
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                // epoll itself failing is not recoverable in this thread;
+                // avoid a hot loop and keep serving commands.
+                std::thread::sleep(TICK);
+            }
+            std::mem::swap(&mut self.again, &mut self.again_next);
+            self.again.clear();
+            for ev in events.iter() {
+                if ev.token() != WAKER {
+                    self.socket_ready(ev.token());
+                }
+            }
+            for i in 0..self.again_next.len() {
+                let t = self.again_next[i];
+                self.socket_ready(t);
+            }
+            self.again_next.clear();
+            self.apply_commands(COMMANDS_PER_TURN);
+            self.flush_pending();
+            #[allow(clippy::disallowed_methods)] // I/O thread: once per turn.
+            let now = Instant::now();
+            if now.saturating_duration_since(last_tick) >= TICK {
+                last_tick = now;
+                self.check_timeouts(now);
+            }
+            if self.stop.load(Ordering::Acquire) {
+                self.apply_commands(usize::MAX);
+                let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+                for id in ids {
+                    self.close(id);
+                }
+                self.flush_pending();
+                return;
+            }
+        }
+    }
+
+    fn apply_commands(&mut self, max: usize) {
+        for _ in 0..max {
+            match self.commands.try_recv() {
+                Ok(cmd) => self.apply(cmd),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::Open {
+                session,
+                stream,
+                a,
+                b,
+            } => self.open(session, stream, a, b),
+            Command::Update {
+                session,
+                stream,
+                side,
+                endpoint,
+            } => self.update(session, stream, side, endpoint),
+            Command::Close { session } => {
+                if self.sessions.contains_key(&session) {
+                    self.close(session);
+                } else {
+                    self.counters.commands_ignored.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn alloc_token(&mut self, r: SockRef) -> Token {
+        if let Some(i) = self.free.pop() {
+            self.socks[i] = Some(r);
+            Token(i)
+        } else {
+            self.socks.push(Some(r));
+            Token(self.socks.len() - 1)
+        }
+    }
+
+    fn free_token(&mut self, t: Token) {
+        if let Some(slot) = self.socks.get_mut(t.0) {
+            *slot = None;
+            self.free.push(t.0);
+        }
+    }
+
+    /// Binds and registers one socket.
+    fn bind(&mut self, addr: SocketAddr, r: SockRef) -> Result<(UdpSocket, Token), SocketAddr> {
+        let std_sock = bind_media(addr, self.cfg.dscp).map_err(|_| addr)?;
+        let mut sock = UdpSocket::from_std(std_sock);
+        let token = self.alloc_token(r);
+        if self
+            .poll
+            .registry()
+            .register(&mut sock, token, Interest::READABLE)
+            .is_err()
+        {
+            self.free_token(token);
+            return Err(addr);
+        }
+        self.counters.ports_bound.fetch_add(1, Ordering::Relaxed);
+        Ok((sock, token))
+    }
+
+    fn unbind(&mut self, mut sock: UdpSocket, token: Token) {
+        let _ = self.poll.registry().deregister(&mut sock);
+        self.free_token(token);
+        self.counters.ports_bound.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn drop_end(&mut self, end: End) {
+        let End {
+            rtp,
+            rtp_token,
+            rtcp,
+            ..
+        } = end;
+        self.unbind(rtp, rtp_token);
+        if let Some((s, t)) = rtcp {
+            self.unbind(s, t);
+        }
+    }
+
+    fn drop_stream(&mut self, s: Stream) {
+        let [a, b] = s.ends;
+        self.drop_end(a);
+        self.drop_end(b);
+    }
+
+    fn make_end(&mut self, session: SessionId, stream: u8, side: usize, ep: Endpoint, now: Instant) -> Result<End, SocketAddr> {
+        let r = SockRef {
+            session,
+            stream,
+            side,
+            rtcp: false,
+        };
+        let (rtp, rtp_token) = self.bind(ep.local, r)?;
+        let rtcp = if ep.rtcp_mux {
+            None
+        } else {
+            match self.bind(rtcp_local(&ep), SockRef { rtcp: true, ..r }) {
+                Ok(x) => Some(x),
+                Err(addr) => {
+                    self.unbind(rtp, rtp_token);
+                    return Err(addr);
+                }
+            }
+        };
+        Ok(End {
+            rtp_latch: LatchState::new(ep.latch, ep.remote),
+            rtcp_latch: LatchState::new(ep.latch, rtcp_signalled(&ep)),
+            srtp_in: crypto_in(ep.srtp_recv.as_ref()),
+            srtp_out: crypto_out(ep.srtp_send.as_ref()),
+            meter: DirectionMeter::new(now),
+            ep,
+            rtp,
+            rtp_token,
+            rtcp,
+        })
+    }
+
+    fn open(&mut self, session: SessionId, stream: u8, a: Endpoint, b: Endpoint) {
+        #[allow(clippy::disallowed_methods)] // I/O thread: per command, not per packet.
+        let now = Instant::now();
+        // A re-Open of an existing stream replaces it (its ports are freed first).
+        if let Some(s) = self.sessions.get_mut(&session)
+            && let Some(pos) = s.streams.iter().position(|st| st.index == stream)
+        {
+            let old = s.streams.remove(pos);
+            self.drop_stream(old);
+        }
+        let end_a = match self.make_end(session, stream, 0, a, now) {
+            Ok(e) => e,
+            Err(addr) => return self.bind_failed(session, addr),
+        };
+        let end_b = match self.make_end(session, stream, 1, b, now) {
+            Ok(e) => e,
+            Err(addr) => {
+                self.drop_end(end_a);
+                return self.bind_failed(session, addr);
+            }
+        };
+        let st = Stream {
+            index: stream,
+            ends: [end_a, end_b],
+        };
+        let s = self.sessions.entry(session).or_insert_with(|| {
+            self.counters.sessions_open.fetch_add(1, Ordering::Relaxed);
+            Session {
+                streams: SmallVec::new(),
+                last_rtp: now,
+                timed_out: false,
+            }
+        });
+        s.streams.push(st);
+    }
+
+    /// A bind failed: the whole session goes (no Closed follows).
+    fn bind_failed(&mut self, session: SessionId, addr: SocketAddr) {
+        if let Some(s) = self.sessions.remove(&session) {
+            self.counters.sessions_open.fetch_sub(1, Ordering::Relaxed);
+            for st in s.streams {
+                self.drop_stream(st);
+            }
+        }
+        self.report(Report::BindFailed { session, addr });
+    }
+
+    fn update(&mut self, session: SessionId, stream: u8, side: Side, ep: Endpoint) {
+        let x = side_index(side);
+        let Some(s) = self.sessions.get_mut(&session) else {
+            self.counters.commands_ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(st) = s.streams.iter_mut().find(|st| st.index == stream) else {
+            self.counters.commands_ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let end = &mut st.ends[x];
+        if end.ep.local != ep.local {
+            self.counters.commands_ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        end.rtp_latch.update(ep.latch, ep.remote);
+        end.rtcp_latch.update(ep.latch, rtcp_signalled(&ep));
+        if end.ep.srtp_recv != ep.srtp_recv {
+            end.srtp_in = crypto_in(ep.srtp_recv.as_ref());
+        }
+        if end.ep.srtp_send != ep.srtp_send {
+            end.srtp_out = crypto_out(ep.srtp_send.as_ref());
+        }
+        let mux_on = ep.rtcp_mux && !end.ep.rtcp_mux;
+        let mux_off = !ep.rtcp_mux && end.ep.rtcp_mux;
+        end.ep = ep;
+        let rtcp_addr = rtcp_local(&end.ep);
+        let freed = if mux_on { end.rtcp.take() } else { None };
+        if let Some((sock, token)) = freed {
+            self.unbind(sock, token);
+        }
+        if mux_off {
+            let r = SockRef {
+                session,
+                stream,
+                side: x,
+                rtcp: true,
+            };
+            match self.bind(rtcp_addr, r) {
+                Ok(pair) => {
+                    if let Some(st) = self
+                        .sessions
+                        .get_mut(&session)
+                        .and_then(|s| s.streams.iter_mut().find(|st| st.index == stream))
+                    {
+                        st.ends[x].rtcp = Some(pair);
+                    }
+                }
+                Err(addr) => self.bind_failed(session, addr),
+            }
+        }
+    }
+
+    fn close(&mut self, session: SessionId) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        self.counters.sessions_open.fetch_sub(1, Ordering::Relaxed);
+        let mut streams: SmallVec<[StreamStats; 2]> = SmallVec::new();
+        for st in s.streams {
+            streams.push(StreamStats {
+                stream: st.index,
+                from_a: st.ends[0].meter.snapshot(),
+                from_b: st.ends[1].meter.snapshot(),
+            });
+            self.drop_stream(st);
+        }
+        self.report(Report::Closed { session, streams });
+    }
+
+    fn check_timeouts(&mut self, now: Instant) {
+        let (timeout, hold) = (self.cfg.timeout, self.cfg.hold_timeout);
+        let mut fired: SmallVec<[SessionId; 8]> = SmallVec::new();
+        for (id, s) in &mut self.sessions {
+            if s.timed_out {
+                continue;
+            }
+            let on_hold = s
+                .streams
+                .iter()
+                .any(|st| st.ends.iter().any(|e| e.ep.on_hold));
+            let limit = if on_hold { hold } else { timeout };
+            if now.saturating_duration_since(s.last_rtp) >= limit {
+                s.timed_out = true;
+                fired.push(*id);
+            }
+        }
+        for id in fired {
+            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            self.report(Report::Timeout { session: id });
+        }
+    }
+
+    /// Sends a report without blocking. A full channel keeps Timeout and
+    /// BindFailed for the next turn (bounded); a Closed is counted and
+    /// dropped.
+    fn report(&mut self, r: Report) {
+        if !self.pending.is_empty() && !matches!(r, Report::Closed { .. }) {
+            self.keep(r);
+            return;
+        }
+        match self.reports.try_send(r) {
+            Ok(()) => {}
+            Err(TrySendError::Full(r)) => match r {
+                Report::Closed { .. } => {
+                    self.counters.reports_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                other => self.keep(other),
+            },
+            Err(TrySendError::Disconnected(_)) => {
+                self.counters.reports_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn keep(&mut self, r: Report) {
+        if self.pending.len() < PENDING_REPORTS {
+            self.pending.push_back(r);
+        } else {
+            self.counters.reports_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn flush_pending(&mut self) {
+        while let Some(r) = self.pending.pop_front() {
+            match self.reports.try_send(r) {
+                Ok(()) => {}
+                Err(TrySendError::Full(r)) => {
+                    self.pending.push_front(r);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.counters.reports_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Reads a socket in batches and relays what it got.
+    fn socket_ready(&mut self, token: Token) {
+        let Some(Some(r)) = self.socks.get(token.0).copied() else {
+            return;
+        };
+        let Worker {
+            sessions,
+            batch,
+            out_rtp,
+            out_rtcp,
+            counters,
+            again_next,
+            ..
+        } = self;
+        let Some(session) = sessions.get_mut(&r.session) else {
+            return;
+        };
+        let Some(st) = session.streams.iter_mut().find(|s| s.index == r.stream) else {
+            return;
+        };
+        let (first, second) = st.ends.split_at_mut(1);
+        let (me, other) = if r.side == 0 {
+            (&mut first[0], &mut second[0])
+        } else {
+            (&mut second[0], &mut first[0])
+        };
+        let fd = match (&me.rtcp, r.rtcp) {
+            (Some((s, _)), true) => s.as_raw_fd(),
+            (None, true) => return,
+            (_, false) => me.rtp.as_raw_fd(),
+        };
+        for _ in 0..BATCHES_PER_TURN {
+            let n = match batch.recv(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // WouldBlock: drained; other errors (ICMP-reported ones) are
+                // not fatal for a UDP socket: come back on the next event.
+                Err(_) => return,
+            };
+            #[allow(clippy::disallowed_methods)] // I/O thread: once per batch.
+            let now = Instant::now();
+            let mut tally = Tally::default();
+            out_rtp.clear();
+            out_rtcp.clear();
+            let mut got_rtp = false;
+            for i in 0..n {
+                let (buf, src) = batch.packet(i);
+                match relay_one(buf, src, r.rtcp, now, me, other, &mut tally) {
+                    Some(Out::Rtp(dst)) => {
+                        got_rtp = true;
+                        out_rtp.push((i, dst));
+                    }
+                    Some(Out::RtpSocketRtcp(dst)) => out_rtp.push((i, dst)),
+                    Some(Out::Rtcp(dst)) => out_rtcp.push((i, dst)),
+                    Some(Out::None) => got_rtp = true,
+                    None => {}
+                }
+            }
+            if got_rtp {
+                session.last_rtp = now;
+                session.timed_out = false;
+            }
+            if !out_rtp.is_empty() {
+                let sent = batch.send(other.rtp.as_raw_fd(), out_rtp);
+                tally.relayed += sent.sent as u64;
+                tally.bytes += sent.bytes as u64;
+                tally.send += sent.failed as u64;
+            }
+            if !out_rtcp.is_empty() {
+                let sent = batch.send(other.rtcp_out_fd(), out_rtcp);
+                tally.relayed += sent.sent as u64;
+                tally.bytes += sent.bytes as u64;
+                tally.send += sent.failed as u64;
+            }
+            tally.publish(counters);
+            if n < crate::batch::BATCH {
+                return;
+            }
+        }
+        // Not drained: edge-triggered epoll will not tell again, so come back
+        // on the next turn after the other sockets had theirs.
+        again_next.push(token);
+    }
+}
+
+/// Where a processed packet goes.
+enum Out {
+    /// RTP to this address from the other end's RTP socket.
+    Rtp(SocketAddr),
+    /// RTCP to an rtcp-mux peer, from the other end's RTP socket.
+    RtpSocketRtcp(SocketAddr),
+    /// RTCP from the other end's RTCP socket.
+    Rtcp(SocketAddr),
+    /// Valid RTP that was not sent (no remote yet): it still counts as media.
+    None,
+}
+
+/// The per-packet path: source check, SRTP unprotect, stats, PT map, SRTP
+/// protect, destination. `None`: dropped (counted in `tally` and the meter).
+fn relay_one(
+    buf: &mut Vec<u8>,
+    src: Option<SocketAddr>,
+    rtcp_socket: bool,
+    now: Instant,
+    me: &mut End,
+    other: &mut End,
+    tally: &mut Tally,
+) -> Option<Out> {
+    let Some(src) = src else {
+        tally.malformed += 1;
+        me.meter.on_drop();
+        return None;
+    };
+    if buf.len() > MAX_DATAGRAM {
+        tally.malformed += 1;
+        me.meter.on_drop();
+        return None;
+    }
+    let is_rtcp = rtcp_socket || (me.ep.rtcp_mux && rtp::is_rtcp(buf));
+    if !is_rtcp {
+        if !me.rtp_latch.accepts(now, src) {
+            tally.foreign += 1;
+            me.meter.on_drop();
+            return None;
+        }
+        if RtpHeader::parse(buf).is_none() {
+            tally.malformed += 1;
+            me.meter.on_drop();
+            return None;
+        }
+        match &mut me.srtp_in {
+            Crypto::Plain => {}
+            Crypto::Ctx(c) => {
+                if c.rtp(buf).is_err() {
+                    tally.srtp += 1;
+                    me.meter.on_drop();
+                    return None;
+                }
+            }
+            Crypto::Broken => {
+                tally.srtp += 1;
+                me.meter.on_drop();
+                return None;
+            }
+        }
+        let Some(h) = RtpHeader::parse(buf) else {
+            tally.malformed += 1;
+            me.meter.on_drop();
+            return None;
+        };
+        me.rtp_latch.learn(now, src);
+        me.meter.on_rtp(now, &h, h.payload_len(buf));
+        let Some(dst) = other.rtp_latch.target() else {
+            tally.no_remote += 1;
+            return Some(Out::None);
+        };
+        if let Some(&(_, to)) = other.ep.pt_map.iter().find(|(from, _)| *from == h.payload_type) {
+            rtp::set_payload_type(buf, to);
+        }
+        match &mut other.srtp_out {
+            Crypto::Plain => {}
+            Crypto::Ctx(c) => {
+                if c.rtp(buf).is_err() {
+                    tally.srtp += 1;
+                    return Some(Out::None);
+                }
+            }
+            Crypto::Broken => {
+                tally.srtp += 1;
+                return Some(Out::None);
+            }
+        }
+        return Some(Out::Rtp(dst));
+    }
+    // RTCP.
+    let latch = if rtcp_socket {
+        &mut me.rtcp_latch
+    } else {
+        &mut me.rtp_latch
+    };
+    if !latch.accepts(now, src) {
+        tally.foreign += 1;
+        me.meter.on_drop();
+        return None;
+    }
+    match &mut me.srtp_in {
+        Crypto::Plain => {}
+        Crypto::Ctx(c) => {
+            if c.rtcp(buf).is_err() {
+                tally.srtp += 1;
+                me.meter.on_drop();
+                return None;
+            }
+        }
+        Crypto::Broken => {
+            tally.srtp += 1;
+            me.meter.on_drop();
+            return None;
+        }
+    }
+    if !rtp::rtcp_valid(buf) {
+        tally.malformed += 1;
+        me.meter.on_drop();
+        return None;
+    }
+    latch.learn(now, src);
+    for pkt in rtp::rtcp_packets(buf) {
+        if let Some(si) = pkt.sender_info() {
+            me.meter.on_sender_report(now, &si);
+        }
+        for rb in pkt.report_blocks() {
+            other.meter.on_report_block(now, &rb);
+        }
+    }
+    let Some(dst) = other.rtcp_target() else {
+        tally.no_remote += 1;
+        return None;
+    };
+    match &mut other.srtp_out {
+        Crypto::Plain => {}
+        Crypto::Ctx(c) => {
+            if c.rtcp(buf).is_err() {
+                tally.srtp += 1;
+                return None;
+            }
+        }
+        Crypto::Broken => {
+            tally.srtp += 1;
+            return None;
+        }
+    }
+    if other.ep.rtcp_mux || other.rtcp.is_none() {
+        Some(Out::RtpSocketRtcp(dst))
+    } else {
+        Some(Out::Rtcp(dst))
+    }
+}

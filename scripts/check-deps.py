@@ -27,6 +27,12 @@ BANNED = {
 DUPLICATES_ALLOWED = {
     "syn": "proc-macro only: serde_derive/clap_derive moved to syn 3, thiserror-impl/tokio-macros "
            "and others are still on syn 2; nothing of either ends up in the binary",
+    # SRTP (palisade-relay -> libsrtp) is built on the RustCrypto 0.10 generation (aes 0.8,
+    # sha1 0.10, aes-gcm 0.10); rand 0.10 (and proptest) are on the next one. Every maintained
+    # pure-Rust SRTP crate is on the older generation today.
+    "cpufeatures": "aes 0.8/sha1 0.10 (libsrtp) use 0.2; chacha20 0.10 (rand 0.10, proptest) uses 0.3",
+    "rand_core": "crypto-common 0.1 (aes-gcm 0.10 via libsrtp) uses 0.6; rand 0.10 uses 0.10",
+    "getrandom": "rand_core 0.6 (aes-gcm 0.10 via libsrtp) uses 0.2; rand 0.10 uses 0.4",
 }
 
 

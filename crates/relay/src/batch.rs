@@ -33,7 +33,9 @@ pub struct Batch {
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch").field("buffers", &self.bufs.len()).finish()
+        f.debug_struct("Batch")
+            .field("buffers", &self.bufs.len())
+            .finish()
     }
 }
 
@@ -72,7 +74,9 @@ impl Batch {
             )
         };
         Batch {
-            bufs: (0..BATCH).map(|_| Vec::with_capacity(BUF_CAPACITY)).collect(),
+            bufs: (0..BATCH)
+                .map(|_| Vec::with_capacity(BUF_CAPACITY))
+                .collect(),
             truncated: [false; BATCH],
             names: vec![name; BATCH],
             iovs: vec![iov; BATCH],
@@ -254,7 +258,8 @@ fn from_storage(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Optio
         libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says the storage holds a sockaddr_in, and
             // sockaddr_storage is aligned for it.
-            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
                 u16::from_be(sin.sin_port),
@@ -262,7 +267,9 @@ fn from_storage(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Optio
         }
         libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(sin6.sin6_addr.s6_addr),
                 u16::from_be(sin6.sin6_port),
@@ -297,7 +304,8 @@ mod tests {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sink.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        sink.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
         let mut b = Batch::new();
         assert_eq!(
             b.recv(rx.as_raw_fd()).unwrap_err().kind(),
@@ -321,7 +329,10 @@ mod tests {
         let mut buf = [0u8; 200];
         for i in 0..BATCH {
             let (len, from) = sink.recv_from(&mut buf).unwrap();
-            assert_eq!((len, buf[0], from), (100, i as u8, rx.local_addr().unwrap()));
+            assert_eq!(
+                (len, buf[0], from),
+                (100, i as u8, rx.local_addr().unwrap())
+            );
         }
         assert_eq!(b.recv(rx.as_raw_fd()).unwrap(), 8);
     }

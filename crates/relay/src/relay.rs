@@ -45,7 +45,10 @@ impl Relay {
     /// Starts `cfg.threads` relay threads (0 means one per core). Reports go
     /// to `reports`; a full channel never blocks a relay thread (see
     /// [`Report`]).
-    pub fn start(cfg: RelayConfig, reports: SyncSender<Report>) -> io::Result<(Relay, RelayControl)> {
+    pub fn start(
+        cfg: RelayConfig,
+        reports: SyncSender<Report>,
+    ) -> io::Result<(Relay, RelayControl)> {
         let mut cfg = cfg;
         if cfg.threads == 0 {
             cfg.threads = RelayConfig::default().threads;
@@ -64,7 +67,14 @@ impl Relay {
                 waker,
                 counters: counters.clone(),
             });
-            workers.push(Worker::new(cfg, poll, rx, reports.clone(), stop.clone(), counters));
+            workers.push(Worker::new(
+                cfg,
+                poll,
+                rx,
+                reports.clone(),
+                stop.clone(),
+                counters,
+            ));
         }
         let shared = Arc::new(Shared { lanes, stop });
         let mut threads = Vec::with_capacity(workers.len());
@@ -123,6 +133,8 @@ fn lane_of(session: SessionId, lanes: usize) -> usize {
 impl RelayControl {
     /// Queues `cmd` for the thread owning its session and wakes it. Never
     /// blocks: a full queue (or a stopped relay) hands the command back.
+    // Busy hands the command back by value (no allocation on the refusal path).
+    #[allow(clippy::result_large_err)]
     pub fn send(&self, cmd: Command) -> Result<(), Busy> {
         let lanes = &self.shared.lanes;
         if lanes.is_empty() || self.shared.stop.load(Ordering::Acquire) {

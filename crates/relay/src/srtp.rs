@@ -198,7 +198,10 @@ mod tests {
 
     #[test]
     fn round_trip_all_suites_with_and_without_mki() {
-        for suite in [SrtpSuite::AesCm128HmacSha1_80, SrtpSuite::AesCm128HmacSha1_32] {
+        for suite in [
+            SrtpSuite::AesCm128HmacSha1_80,
+            SrtpSuite::AesCm128HmacSha1_32,
+        ] {
             for mki in [None, Some(&[0, 0, 0, 1][..])] {
                 let k = key(suite, mki);
                 let mut out = SrtpOut::new(&k).unwrap();

@@ -344,7 +344,9 @@ impl Worker {
                 if self.sessions.contains_key(&session) {
                     self.close(session);
                 } else {
-                    self.counters.commands_ignored.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .commands_ignored
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -410,7 +412,14 @@ impl Worker {
         self.drop_end(b);
     }
 
-    fn make_end(&mut self, session: SessionId, stream: u8, side: usize, ep: Endpoint, now: Instant) -> Result<End, SocketAddr> {
+    fn make_end(
+        &mut self,
+        session: SessionId,
+        stream: u8,
+        side: usize,
+        ep: Endpoint,
+        now: Instant,
+    ) -> Result<End, SocketAddr> {
         let r = SockRef {
             session,
             stream,
@@ -492,16 +501,22 @@ impl Worker {
     fn update(&mut self, session: SessionId, stream: u8, side: Side, ep: Endpoint) {
         let x = side_index(side);
         let Some(s) = self.sessions.get_mut(&session) else {
-            self.counters.commands_ignored.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .commands_ignored
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         let Some(st) = s.streams.iter_mut().find(|st| st.index == stream) else {
-            self.counters.commands_ignored.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .commands_ignored
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         let end = &mut st.ends[x];
         if end.ep.local != ep.local {
-            self.counters.commands_ignored.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .commands_ignored
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         end.rtp_latch.update(ep.latch, ep.remote);
@@ -594,12 +609,16 @@ impl Worker {
             Ok(()) => {}
             Err(TrySendError::Full(r)) => match r {
                 Report::Closed { .. } => {
-                    self.counters.reports_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .reports_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 other => self.keep(other),
             },
             Err(TrySendError::Disconnected(_)) => {
-                self.counters.reports_dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .reports_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -608,7 +627,9 @@ impl Worker {
         if self.pending.len() < PENDING_REPORTS {
             self.pending.push_back(r);
         } else {
-            self.counters.reports_dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .reports_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -621,7 +642,9 @@ impl Worker {
                     return;
                 }
                 Err(TrySendError::Disconnected(_)) => {
-                    self.counters.reports_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .reports_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -783,7 +806,12 @@ fn relay_one(
             tally.no_remote += 1;
             return Some(Out::None);
         };
-        if let Some(&(_, to)) = other.ep.pt_map.iter().find(|(from, _)| *from == h.payload_type) {
+        if let Some(&(_, to)) = other
+            .ep
+            .pt_map
+            .iter()
+            .find(|(from, _)| *from == h.payload_type)
+        {
             rtp::set_payload_type(buf, to);
         }
         match &mut other.srtp_out {

@@ -84,7 +84,11 @@ impl Config {
         cmp("media.anchor", &o.anchor, &n.anchor);
         cmp("media.relay_threads", &o.relay_threads, &n.relay_threads);
         cmp("media.timeout_seconds", &o.timeout, &n.timeout);
-        cmp("media.hold_timeout_seconds", &o.hold_timeout, &n.hold_timeout);
+        cmp(
+            "media.hold_timeout_seconds",
+            &o.hold_timeout,
+            &n.hold_timeout,
+        );
         cmp("media.dscp_rtp", &o.dscp_rtp, &n.dscp_rtp);
         cmp("logging.format", &self.logging.format, &new.logging.format);
         if out.is_empty() { Ok(()) } else { Err(out) }

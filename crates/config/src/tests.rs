@@ -1426,7 +1426,10 @@ fn media_values_are_checked_with_their_location() {
     );
     let ps = problems(&with("      srtp: maybe\n"));
     assert_eq!(ps.len(), 1);
-    assert_eq!((ps[0].line, ps[0].path.as_str()), (10, "trunks[0].media.srtp"));
+    assert_eq!(
+        (ps[0].line, ps[0].path.as_str()),
+        (10, "trunks[0].media.srtp")
+    );
     assert!(ps[0].message.contains("unknown variant"), "{ps:?}");
     let ps = problems(&with("      rtcpmux: on\n"));
     assert!(ps[0].message.contains("unknown field `rtcpmux`"), "{ps:?}");
@@ -1592,7 +1595,9 @@ fn reference_documents_every_schema_field() {
     let text = repo_file("reference.yaml");
     // Untyped, `on`/`off` read as YAML 1.1 booleans and would be written back
     // as true/false, which the typed enums (srtp, rtcp_mux) reject; quote them.
-    let text = text.replace(": off ", ": \"off\" ").replace(": on ", ": \"on\" ");
+    let text = text
+        .replace(": off ", ": \"off\" ")
+        .replace(": on ", ": \"on\" ");
     let tree: Node = serde_saphyr::from_str(&text).unwrap();
     let mut maps = Vec::new();
     mappings(&tree, String::new(), &mut maps);

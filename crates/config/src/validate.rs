@@ -20,8 +20,8 @@ use crate::model::{
     Shutdown, Sip, SourceIndex, SrtpPolicy, Trunk, TrunkId, TrunkMedia, Zone, ZoneId,
 };
 use crate::raw::{
-    RawConfig, RawLatching, RawLogFormat, RawMediaSection, RawMember, RawRoute, RawRtcpMux,
-    RawSip, RawSrtp, RawTrunk, RawZone, S,
+    RawConfig, RawLatching, RawLogFormat, RawMediaSection, RawMember, RawRoute, RawRtcpMux, RawSip,
+    RawSrtp, RawTrunk, RawZone, S,
 };
 
 // Documented defaults and bounds. configs/reference.yaml states the same values.

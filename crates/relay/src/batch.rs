@@ -149,6 +149,12 @@ impl Batch {
         (&mut self.bufs[i], src)
     }
 
+    /// Buffer `i`, to fill before [`Batch::send`] (a sender that does not
+    /// receive; keep it within [`BUF_CAPACITY`] to avoid reallocating).
+    pub fn buffer(&mut self, i: usize) -> &mut Vec<u8> {
+        &mut self.bufs[i]
+    }
+
     /// Sends buffers `items[k].0` to `items[k].1` from `fd`, in as few
     /// system calls as the kernel allows; at most [`BATCH`] items.
     pub fn send(&mut self, fd: RawFd, items: &[(usize, SocketAddr)]) -> Sent {

@@ -1,5 +1,7 @@
 //! The task that owns the [`Engine`]: feeds it received messages, its timers
-//! and the clock, sends what it transmits, logs what it reports, and runs the
+//! and the clock, sends what it transmits, logs what it reports, acts on the
+//! media relay's reports (a media timeout or bind failure ends the call; a
+//! closed session frees its ports and logs its quality), and runs the
 //! shutdown sequence (drain, terminate, linger).
 //!
 //! Nothing else touches the engine; the supervisor talks to this task over a
@@ -8,13 +10,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_b2bua::{CallEventKind, Engine, EngineStats, Event};
+use palisade_b2bua::{CallEventKind, CallRef, EndReason, Engine, EngineStats, Event};
 use palisade_config::Config;
+use palisade_media::MediaStats;
+use palisade_relay::{DirectionStats, RelayStats, Report};
 use palisade_transport::{Outgoing, Received, Transports};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
 use crate::listeners::ListenerMap;
+use crate::media::EngineMedia;
 use crate::now;
 
 /// Messages handled after the first of a batch before transmits are flushed.
@@ -61,6 +66,10 @@ pub struct LoopReport {
     pub engine: EngineStats,
     /// The loop's own.
     pub counters: LoopCounters,
+    /// The media manager's, when media is anchored.
+    pub media: Option<MediaStats>,
+    /// The relay's, when media is anchored.
+    pub relay: Option<RelayStats>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +106,9 @@ pub struct EngineLoop {
     transports: Transports,
     counters: LoopCounters,
     phase: Phase,
+    media: Option<EngineMedia>,
+    /// Taken from `media` when the loop starts.
+    reports: Option<mpsc::Receiver<Report>>,
 }
 
 /// A deadline far enough away to mean "never" for a disabled sleep.
@@ -119,7 +131,17 @@ impl EngineLoop {
             transports,
             counters: LoopCounters::default(),
             phase: Phase::Running,
+            media: None,
+            reports: None,
         }
+    }
+
+    /// Anchors media: `media.media` must be the hook installed in the
+    /// engine; the loop feeds it the relay's reports.
+    pub fn with_media(mut self, media: EngineMedia, reports: mpsc::Receiver<Report>) -> Self {
+        self.media = Some(media);
+        self.reports = Some(reports);
+        self
     }
 
     /// Runs until the shutdown sequence completes, the inbound channel closes,
@@ -134,6 +156,7 @@ impl EngineLoop {
         let phase_timer = tokio::time::sleep_until(far_future(now()));
         tokio::pin!(phase_timer);
         let mut control_open = true;
+        let mut reports = self.reports.take();
         while self.phase != Phase::Done {
             let t = now();
             let engine_deadline = self.engine.poll_timeout();
@@ -160,6 +183,21 @@ impl EngineLoop {
                         break;
                     }
                 },
+                report = next_report(&mut reports), if reports.is_some() => match report {
+                    Some(first) => {
+                        self.on_report(first);
+                        for _ in 0..BATCH {
+                            match reports.as_mut().map(mpsc::Receiver::try_recv) {
+                                Some(Ok(r)) => self.on_report(r),
+                                _ => break,
+                            }
+                        }
+                    }
+                    None => {
+                        warn!("media relay reports stopped: media timeouts can no longer end calls");
+                        reports = None;
+                    }
+                },
                 () = &mut timer, if engine_deadline.is_some() => {}
                 () = &mut phase_timer, if phase_deadline.is_some() => {}
                 ctl = control.recv(), if control_open => match ctl {
@@ -179,6 +217,9 @@ impl EngineLoop {
             if self.engine.poll_timeout().is_some_and(|d| d <= t) {
                 self.engine.handle_timeout(t);
             }
+            if let Some(m) = &self.media {
+                m.media.tick(t);
+            }
             self.flush();
             self.advance(now());
             self.flush();
@@ -191,6 +232,37 @@ impl EngineLoop {
         LoopReport {
             engine: self.engine.stats(),
             counters: self.counters,
+            media: self.media.as_ref().map(|m| m.media.stats()),
+            relay: self.media.as_ref().map(|m| m.relay.stats()),
+        }
+    }
+
+    /// A relay report: a media timeout or bind failure ends the call (BYE on
+    /// both legs); a closed session frees its ports and logs its quality.
+    fn on_report(&mut self, r: Report) {
+        let Some(m) = &self.media else {
+            return;
+        };
+        let call = m.media.on_report(&r);
+        match r {
+            Report::Timeout { .. } => {
+                let live = self
+                    .engine
+                    .terminate_call(now(), call, EndReason::MediaTimeout);
+                info!(call = %call, event = %"media-timeout", live, "no RTP in either direction");
+            }
+            Report::BindFailed { addr, .. } => {
+                let live = self
+                    .engine
+                    .terminate_call(now(), call, EndReason::MediaRefused);
+                warn!(call = %call, event = %"media-bind-failed", addr = %addr, live,
+                    "a media port is taken by another process");
+            }
+            Report::Closed { streams, .. } => {
+                for s in &streams {
+                    log_media_stats(call, s.stream, &s.from_a, &s.from_b);
+                }
+            }
         }
     }
 
@@ -351,6 +423,38 @@ impl EngineLoop {
             }
         }
     }
+}
+
+/// The next relay report, or never when media is not anchored.
+async fn next_report(reports: &mut Option<mpsc::Receiver<Report>>) -> Option<Report> {
+    match reports {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `-` for a missing measurement, else one decimal.
+struct OptF32(Option<f32>);
+
+impl std::fmt::Display for OptF32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v:.1}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// One info line per stream of a closed media session: what each side sent
+/// (`a_*`: the caller's leg, `b_*`: the callee's), as the relay measured it.
+fn log_media_stats(call: CallRef, stream: u8, a: &DirectionStats, b: &DirectionStats) {
+    info!(call = %call, event = %"media-stats", stream,
+        a_packets = a.packets, a_bytes = a.bytes, a_lost = a.lost,
+        a_jitter_ms = %OptF32(Some(a.jitter_ms)), a_rtt_ms = %OptF32(a.rtt_ms),
+        a_mos = %OptF32(a.mos), a_dropped = a.dropped,
+        b_packets = b.packets, b_bytes = b.bytes, b_lost = b.lost,
+        b_jitter_ms = %OptF32(Some(b.jitter_ms)), b_rtt_ms = %OptF32(b.rtt_ms),
+        b_mos = %OptF32(b.mos), b_dropped = b.dropped);
 }
 
 /// The first line of a message, escaped, for trace logs.

@@ -48,6 +48,9 @@ pub enum AppError {
     /// The logger could not be installed.
     #[error("cannot set up logging: {0}")]
     Logging(String),
+    /// The media relay threads could not be started.
+    #[error("cannot start the media relay: {0}")]
+    Relay(#[source] std::io::Error),
     /// The engine task panicked or was cancelled.
     #[error("the call engine stopped unexpectedly: {0}")]
     EngineTask(#[source] tokio::task::JoinError),
@@ -64,6 +67,7 @@ impl AppError {
             | AppError::Signal { .. }
             | AppError::Entropy(_)
             | AppError::Logging(_)
+            | AppError::Relay(_)
             | AppError::EngineTask(_) => EXIT_INTERNAL,
         }
     }

@@ -4,13 +4,15 @@
 //! command line (`run`, `check-config`), loading the configuration before
 //! anything is bound, the tokio runtime, the logger (`tracing-subscriber`,
 //! text or JSON, level from `logging.level` or `RUST_LOG`), the listeners
-//! (one per zone and transport, [`listeners::ListenerMap`]), the single task
-//! that owns the sans-IO call engine and feeds it messages, timers and the
-//! clock ([`engine_loop`]), Unix signals (SIGTERM/SIGINT drain, SIGHUP
+//! (one per zone and transport, [`listeners::ListenerMap`]), the media relay
+//! threads and the media manager installed in the engine ([`media`]), the
+//! single task that owns the sans-IO call engine and feeds it messages,
+//! timers, relay reports and the clock ([`engine_loop`]), Unix signals (SIGTERM/SIGINT drain, SIGHUP
 //! reload), the periodic stats line, and exit codes.
 //!
 //! Does not own: SIP parsing, transactions, routing or any call logic
-//! (`palisade-b2bua`), sockets and framing (`palisade-transport`), the
+//! (`palisade-b2bua`), SDP and media policy (`palisade-media`), RTP
+//! (`palisade-relay`), sockets and framing (`palisade-transport`), the
 //! configuration schema and its rules (`palisade-config`). This crate only
 //! decides when those run and what gets logged.
 //!
@@ -24,6 +26,7 @@ mod engine_loop;
 mod error;
 mod listeners;
 mod logging;
+mod media;
 mod run;
 
 use std::path::Path;

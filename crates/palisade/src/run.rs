@@ -18,6 +18,7 @@ use crate::engine_loop::{Control, EngineLoop, LoopReport};
 use crate::error::AppError;
 use crate::listeners::{ListenerMap, tcp_settings};
 use crate::logging::{self, LogControl};
+use crate::media;
 
 /// Bound of the channel from the transports to the engine task. When it is
 /// full, UDP datagrams are dropped (and counted) and TCP readers wait.
@@ -38,6 +39,11 @@ pub fn run(path: &Path) -> Result<(), AppError> {
     rand::rngs::SysRng
         .try_fill_bytes(&mut seed)
         .map_err(AppError::Entropy)?;
+    // A separate seed for SRTP keys and SDP session ids.
+    let mut media_seed = [0u8; 32];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut media_seed)
+        .map_err(AppError::Entropy)?;
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -48,7 +54,7 @@ pub fn run(path: &Path) -> Result<(), AppError> {
     let result = runtime.block_on(serve(
         path.to_path_buf(),
         Arc::new(config),
-        seed,
+        [seed, media_seed],
         log,
         workers,
     ));
@@ -82,13 +88,21 @@ impl Signals {
 async fn serve(
     path: PathBuf,
     config: Arc<Config>,
-    seed: [u8; 32],
+    [seed, media_seed]: [[u8; 32]; 2],
     log: LogControl,
     workers: usize,
 ) -> Result<(), AppError> {
     // Installed before binding: from here on SIGTERM means a graceful stop.
     let mut signals = Signals::install()?;
     let listeners = ListenerMap::new(&config)?;
+    // The relay binds nothing until a call needs ports; start it first so a
+    // failure leaves no listener behind.
+    let (media_runtime, engine_media) = if config.media().anchor {
+        let (rt, em, reports) = media::start(&config, media_seed).map_err(AppError::Relay)?;
+        (Some(rt), Some((em, reports)))
+    } else {
+        (None, None)
+    };
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
     let transports =
         Transports::start(listeners.specs(&config), tcp_settings(&config), inbound_tx).await?;
@@ -100,13 +114,22 @@ async fn serve(
         routes = config.routes().len(),
         listeners = listeners.len(),
         workers,
+        media_anchored = config.media().anchor,
+        relay_threads = media::relay_config(&config).threads,
         version = env!("CARGO_PKG_VERSION"),
         "palisade started"
     );
 
     let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
-    let engine = Engine::new(Arc::clone(&config), seed);
-    let engine_loop = EngineLoop::new(engine, Arc::clone(&config), listeners, transports.clone());
+    let mut engine = Engine::new(Arc::clone(&config), seed);
+    if let Some((em, _)) = &engine_media {
+        engine.set_media(Box::new(em.media.clone()));
+    }
+    let mut engine_loop =
+        EngineLoop::new(engine, Arc::clone(&config), listeners, transports.clone());
+    if let Some((em, reports)) = engine_media {
+        engine_loop = engine_loop.with_media(em, reports);
+    }
     let engine_task = tokio::spawn(engine_loop.run(inbound_rx, control_rx));
 
     let supervisor = Supervisor {
@@ -119,6 +142,17 @@ async fn serve(
     };
     let outcome = supervisor.run(&mut signals, engine_task).await;
 
+    if let Some(rt) = media_runtime {
+        // Calls are over: the engine loop ended them and lingered.
+        info!("stopping the media relay");
+        let stop = tokio::task::spawn_blocking(move || rt.stop());
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, stop).await.is_err() {
+            warn!(
+                timeout_seconds = SHUTDOWN_TIMEOUT.as_secs(),
+                "the media relay did not stop in time"
+            );
+        }
+    }
     info!("shutting down transports");
     if tokio::time::timeout(SHUTDOWN_TIMEOUT, transports.clone().shutdown())
         .await
@@ -312,4 +346,43 @@ fn log_stats(what: &str, r: &LoopReport, t: &TransportStats) {
         tcp_send_queue_full = t.tcp_send_queue_full,
         "{what}"
     );
+    if let Some(m) = &r.media {
+        info!(
+            media_calls = m.calls,
+            media_ports_in_use = m.ports_in_use,
+            media_ports_quarantined = m.ports_quarantined,
+            media_offers = m.offers,
+            media_answers = m.answers,
+            media_offers_repeated = m.offers_repeated,
+            media_refused_bad_sdp = m.refused_bad_sdp,
+            media_refused_codec = m.refused_codec,
+            media_refused_srtp = m.refused_srtp,
+            media_refused_no_ports = m.refused_no_ports,
+            media_relay_busy = m.relay_busy,
+            media_refused_other = m.refused_other,
+            media_closes_deferred = m.closes_deferred,
+            media_quarantine_expired = m.quarantine_expired,
+            media_timeouts = m.timeouts,
+            media_bind_failures = m.bind_failures,
+            "{what} (media)"
+        );
+    }
+    if let Some(x) = &r.relay {
+        info!(
+            relay_sessions_open = x.sessions_open,
+            relay_ports_bound = x.ports_bound,
+            relay_packets_relayed = x.packets_relayed,
+            relay_bytes_relayed = x.bytes_relayed,
+            relay_dropped_foreign_source = x.dropped_foreign_source,
+            relay_dropped_no_remote = x.dropped_no_remote,
+            relay_dropped_malformed = x.dropped_malformed,
+            relay_srtp_failures = x.srtp_failures,
+            relay_dropped_send = x.dropped_send,
+            relay_dropped_no_session = x.dropped_no_session,
+            relay_timeouts = x.timeouts,
+            relay_reports_dropped = x.reports_dropped,
+            relay_commands_ignored = x.commands_ignored,
+            "{what} (relay)"
+        );
+    }
 }

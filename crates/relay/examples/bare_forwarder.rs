@@ -33,7 +33,10 @@ fn main() {
             let mut socks = Vec::new();
             let mut dst: Vec<SocketAddr> = Vec::new();
             for i in (0..topo.sessions).filter(|i| i % threads == t) {
-                for (local, to) in [(topo.a_local(i), topo.peer_b(i)), (topo.b_local(i), topo.peer_a(i))] {
+                for (local, to) in [
+                    (topo.a_local(i), topo.peer_b(i)),
+                    (topo.b_local(i), topo.peer_a(i)),
+                ] {
                     let mut s = UdpSocket::from_std(bind_media(local, 46).unwrap());
                     poll.registry()
                         .register(&mut s, Token(socks.len()), Interest::READABLE)
@@ -48,11 +51,14 @@ fn main() {
             let mut items = Vec::with_capacity(BATCH);
             let end = Instant::now() + Duration::from_secs(seconds);
             while Instant::now() < end {
-                poll.poll(&mut events, Some(Duration::from_millis(100))).ok();
+                poll.poll(&mut events, Some(Duration::from_millis(100)))
+                    .ok();
                 for ev in events.iter() {
                     let n = ev.token().0;
                     loop {
-                        let Ok(got) = batch.recv(socks[n].as_raw_fd()) else { break };
+                        let Ok(got) = batch.recv(socks[n].as_raw_fd()) else {
+                            break;
+                        };
                         items.clear();
                         items.extend((0..got).map(|k| (k, dst[n])));
                         batch.send(socks[n ^ 1].as_raw_fd(), &items);

@@ -33,10 +33,15 @@ fn main() {
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let mut it = l.split_whitespace();
-                (it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap())
+                (
+                    it.next().unwrap().parse().unwrap(),
+                    it.next().unwrap().parse().unwrap(),
+                )
             })
             .collect(),
-        None => (0..topo.sessions).map(|i| (topo.a_local(i), topo.b_local(i))).collect(),
+        None => (0..topo.sessions)
+            .map(|i| (topo.a_local(i), topo.b_local(i)))
+            .collect(),
     };
     assert_eq!(targets.len(), topo.sessions, "one target line per session");
     // Peer sockets: [A0..AK, B0..BK].
@@ -44,7 +49,11 @@ fn main() {
     let mut socks: Vec<UdpSocket> = Vec::new();
     for side in 0..2 {
         for j in 0..k {
-            let addr = if side == 0 { topo.peer_a(j) } else { topo.peer_b(j) };
+            let addr = if side == 0 {
+                topo.peer_a(j)
+            } else {
+                topo.peer_b(j)
+            };
             let s = palisade_relay::sock::bind_media(addr, 0).unwrap();
             socks.push(UdpSocket::from_std(s));
         }
@@ -58,7 +67,9 @@ fn main() {
         std::thread::spawn(move || {
             let mut poll = Poll::new().unwrap();
             for (n, s) in socks.iter_mut().enumerate() {
-                poll.registry().register(s, Token(n), Interest::READABLE).unwrap();
+                poll.registry()
+                    .register(s, Token(n), Interest::READABLE)
+                    .unwrap();
             }
             let mut events = Events::with_capacity(64);
             let mut batch = Batch::new();
@@ -78,7 +89,9 @@ fn main() {
                 if done.load(Ordering::Acquire) {
                     if got_any {
                         quiet_since = None;
-                    } else if quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(500) {
+                    } else if quiet_since.get_or_insert_with(Instant::now).elapsed()
+                        > Duration::from_millis(500)
+                    {
                         return;
                     }
                 }
@@ -86,7 +99,8 @@ fn main() {
         })
     };
     // Send order: grouped by source socket so batches share one.
-    let mut order: Vec<(usize, usize)> = (0..topo.sessions).flat_map(|i| [(i, 0), (i, 1)]).collect();
+    let mut order: Vec<(usize, usize)> =
+        (0..topo.sessions).flat_map(|i| [(i, 0), (i, 1)]).collect();
     order.sort_by_key(|&(i, dir)| (dir * k + i % k, i));
     let mut seq = vec![0u16; 2 * topo.sessions];
     let mut batch = Batch::new();

@@ -273,7 +273,8 @@ impl Worker {
         #[allow(clippy::disallowed_methods)] // I/O thread: reads the clock once per turn.
         let mut last_tick = Instant::now();
         loop {
-            let timeout = if self.again.is_empty() {
+            // Sockets left undrained last turn are in `again_next`: do not sleep.
+            let timeout = if self.again_next.is_empty() {
                 Some(TICK)
             } else {
                 Some(Duration::ZERO)
@@ -285,18 +286,19 @@ impl Worker {
                 // avoid a hot loop and keep serving commands.
                 std::thread::sleep(TICK);
             }
+            // `again`: revisit now; `again_next`: collects for the next turn.
             std::mem::swap(&mut self.again, &mut self.again_next);
-            self.again.clear();
+            self.again_next.clear();
             for ev in events.iter() {
                 if ev.token() != WAKER {
                     self.socket_ready(ev.token());
                 }
             }
-            for i in 0..self.again_next.len() {
-                let t = self.again_next[i];
+            for i in 0..self.again.len() {
+                let t = self.again[i];
                 self.socket_ready(t);
             }
-            self.again_next.clear();
+            self.again.clear();
             self.apply_commands(COMMANDS_PER_TURN);
             self.flush_pending();
             #[allow(clippy::disallowed_methods)] // I/O thread: once per turn.

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 fn corpus(name: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(name);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
@@ -31,7 +33,13 @@ fn rtp_header_seeds() {
 #[test]
 fn rtcp_seeds() {
     let seeds = corpus("rtcp");
-    assert!(seeds.iter().filter(|s| palisade_relay::rtp::rtcp_valid(s)).count() >= 4);
+    assert!(
+        seeds
+            .iter()
+            .filter(|s| palisade_relay::rtp::rtcp_valid(s))
+            .count()
+            >= 4
+    );
     for s in &seeds {
         palisade_relay::fuzz::rtcp(s);
     }

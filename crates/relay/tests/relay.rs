@@ -638,3 +638,43 @@ fn stop_closes_every_session_and_full_report_channel_keeps_timeouts() {
         .is_err()
     );
 }
+
+#[test]
+fn a_burst_larger_than_one_turn_is_relayed_in_order() {
+    let (_relay, ctl, rx) = start(60_000, 60_000);
+    let pa = peer("127.0.78.24:4000");
+    // The receiving peer needs the relay's socket buffers to hold the burst.
+    let pb = palisade_relay::sock::bind_media(addr("127.0.78.24:5000"), 0).unwrap();
+    pb.set_nonblocking(false).unwrap();
+    pb.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    open(
+        &ctl,
+        40,
+        endpoint("127.0.77.24:20000", Some("127.0.78.24:4000"), true),
+        endpoint("127.0.77.24:30000", Some("127.0.78.24:5000"), true),
+    );
+    prime(&pa, addr("127.0.77.24:20000"), &rtp(0, 0, 0x77), &pb);
+    // More than 16 batches of 32 queued at once: the thread comes back to
+    // the socket on its next turn (edge-triggered epoll says nothing more).
+    let burst = 600u16;
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while let Some((p, _)) = recv(&pb) {
+            got.push(u16::from_be_bytes([p[2], p[3]]));
+            if got.len() == usize::from(burst) {
+                break;
+            }
+        }
+        got
+    });
+    for seq in 1..=burst {
+        pa.send_to(&rtp(0, seq, 0x77), addr("127.0.77.24:20000"))
+            .unwrap();
+    }
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), usize::from(burst), "{:?}", ctl.stats());
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "in order");
+    let s = close(&ctl, &rx, 40);
+    assert_eq!(s[0].from_a.lost, 0);
+}

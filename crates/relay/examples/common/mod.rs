@@ -57,11 +57,31 @@ impl Topo {
     pub fn from_args(a: &Args) -> Topo {
         Topo {
             sessions: a.get("sessions", 1000usize),
-            relay_a: a.get("relay-a", "127.0.77.100".parse().unwrap_or(IpAddr::from([127, 0, 0, 1]))),
-            relay_b: a.get("relay-b", "127.0.77.101".parse().unwrap_or(IpAddr::from([127, 0, 0, 1]))),
+            relay_a: a.get(
+                "relay-a",
+                "127.0.77.100"
+                    .parse()
+                    .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            ),
+            relay_b: a.get(
+                "relay-b",
+                "127.0.77.101"
+                    .parse()
+                    .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            ),
             port_base: a.get("port-base", 20000u16),
-            peer_a: a.get("peer-a", "127.0.78.100".parse().unwrap_or(IpAddr::from([127, 0, 0, 1]))),
-            peer_b: a.get("peer-b", "127.0.78.101".parse().unwrap_or(IpAddr::from([127, 0, 0, 1]))),
+            peer_a: a.get(
+                "peer-a",
+                "127.0.78.100"
+                    .parse()
+                    .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            ),
+            peer_b: a.get(
+                "peer-b",
+                "127.0.78.101"
+                    .parse()
+                    .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            ),
             peer_port: a.get("peer-port", 40000u16),
             sockets: a.get("sockets", 4usize).max(1),
         }

@@ -55,10 +55,7 @@ fn main() {
                     .ok();
                 for ev in events.iter() {
                     let n = ev.token().0;
-                    loop {
-                        let Ok(got) = batch.recv(socks[n].as_raw_fd()) else {
-                            break;
-                        };
+                    while let Ok(got) = batch.recv(socks[n].as_raw_fd()) {
                         items.clear();
                         items.extend((0..got).map(|k| (k, dst[n])));
                         batch.send(socks[n ^ 1].as_raw_fd(), &items);

@@ -145,9 +145,13 @@ fn rtcp_signalled(ep: &Endpoint) -> Option<SocketAddr> {
     })
 }
 
+/// The local RTCP address (RTP port + 1); the RTP address itself when the
+/// RTP port is 65535, which then fails to bind as taken.
 fn rtcp_local(ep: &Endpoint) -> SocketAddr {
     let mut a = ep.local;
-    a.set_port(a.port().wrapping_add(1));
+    if let Some(p) = a.port().checked_add(1) {
+        a.set_port(p);
+    }
     a
 }
 

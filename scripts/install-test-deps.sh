@@ -13,6 +13,9 @@ set -euo pipefail
 # command  Debian package   why
 TOOLS=(
     "sipp:sip-tester"       # the PBX and carrier peers in every call test
+    "tshark:tshark"         # captures proving RTP only flows through Palisade's media addresses
+    "baresip:baresip-core"  # real phones on both sides of the SRTP/RTP media tests
+    "sox:sox"               # writes the test tones and checks what the phones recorded
 )
 
 missing_pkgs=()
@@ -25,7 +28,7 @@ for entry in "${TOOLS[@]}"; do
 done
 
 if [ "${#missing_pkgs[@]}" -eq 0 ]; then
-    echo "install-test-deps: all tools present (sipp: $(command -v sipp))"
+    echo "install-test-deps: all tools present ($(for e in "${TOOLS[@]}"; do printf '%s ' "${e%%:*}"; done))"
     exit 0
 fi
 

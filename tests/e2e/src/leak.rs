@@ -3,8 +3,9 @@
 //! A B2BUA must not let one side learn anything about the other: nothing the
 //! carrier receives may name the PBX or Palisade's inside address, nothing the
 //! PBX receives may name a carrier or the outside address, in any header or SDP
-//! line; and no dialog identifier (Call-ID, From/To tag, Via branch) seen on one
-//! leg may appear on the other (DESIGN-NOTES section 1).
+//! line (media is anchored, so SDP `c=`, `o=` and `a=rtcp` lines name
+//! Palisade only); and no dialog identifier (Call-ID, From/To tag, Via
+//! branch) seen on one leg may appear on the other (DESIGN-NOTES section 1).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -12,25 +13,6 @@ use std::net::Ipv4Addr;
 
 use crate::msglog::{Direction, SipMessage};
 use crate::slots::Net;
-
-/// What the scan skips.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LeakOptions {
-    /// Skip the address check on SDP `c=` lines. Media is not anchored yet: SDP
-    /// connection addresses pass through until the media-anchoring issue lands,
-    /// which rewrites `c=` (and `m=` ports). Every header and the `o=` line are
-    /// still checked. Turn this off once media anchoring is in.
-    pub allow_sdp_connection_address: bool,
-}
-
-impl LeakOptions {
-    /// The options for the current milestone: SDP `c=` lines pass through.
-    pub fn before_media_anchoring() -> Self {
-        LeakOptions {
-            allow_sdp_connection_address: true,
-        }
-    }
-}
 
 /// One leak: which peer saw what, where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +60,6 @@ pub fn scan(
     viewer_log: &[SipMessage],
     forbidden: &[Ipv4Addr],
     foreign_ids: &BTreeSet<String>,
-    opts: LeakOptions,
 ) -> Vec<Leak> {
     let mut leaks = Vec::new();
     for m in viewer_log
@@ -87,23 +68,15 @@ pub fn scan(
     {
         let text = m.text();
         let start = m.start_line();
-        let mut in_body = false;
         for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
-            if !in_body && line.is_empty() {
-                in_body = true;
-                continue;
-            }
-            let skip_addr = in_body && opts.allow_sdp_connection_address && line.starts_with("c=");
-            if !skip_addr {
-                for ip in forbidden {
-                    if contains_address(line, &ip.to_string()) {
-                        leaks.push(Leak {
-                            seen_by: viewer.to_string(),
-                            what: ip.to_string(),
-                            message: start.clone(),
-                            line: line.to_string(),
-                        });
-                    }
+            for ip in forbidden {
+                if contains_address(line, &ip.to_string()) {
+                    leaks.push(Leak {
+                        seen_by: viewer.to_string(),
+                        what: ip.to_string(),
+                        message: start.clone(),
+                        line: line.to_string(),
+                    });
                 }
             }
             for id in foreign_ids {
@@ -141,12 +114,7 @@ fn next_is_digit(bytes: &[u8], dot: usize) -> bool {
 /// Checks both directions of a call through Palisade, given the PBX's and the
 /// carrier's complete message logs (several carrier logs when calls failed
 /// over). Panics listing every leak.
-pub fn assert_topology_hidden(
-    net: Net,
-    pbx_log: &[SipMessage],
-    carrier_logs: &[&[SipMessage]],
-    opts: LeakOptions,
-) {
+pub fn assert_topology_hidden(net: Net, pbx_log: &[SipMessage], carrier_logs: &[&[SipMessage]]) {
     assert!(
         pbx_log.iter().any(|m| m.direction == Direction::Received),
         "leak scan: the PBX received nothing, so there is nothing to scan"
@@ -167,20 +135,8 @@ pub fn assert_topology_hidden(
         !pbx_ids.is_empty() && !carrier_ids.is_empty(),
         "leak scan: no identifiers found"
     );
-    let mut leaks = scan(
-        "carrier",
-        &carrier_all,
-        &net.inside_addresses(),
-        &pbx_ids,
-        opts,
-    );
-    leaks.extend(scan(
-        "PBX",
-        pbx_log,
-        &net.outside_addresses(),
-        &carrier_ids,
-        opts,
-    ));
+    let mut leaks = scan("carrier", &carrier_all, &net.inside_addresses(), &pbx_ids);
+    leaks.extend(scan("PBX", pbx_log, &net.outside_addresses(), &carrier_ids));
     if !leaks.is_empty() {
         let list: Vec<String> = leaks.iter().map(|l| format!("  - {l}")).collect();
         panic!("topology leaks ({}):\n{}", leaks.len(), list.join("\n"));
@@ -223,30 +179,19 @@ mod tests {
     }
 
     #[test]
-    fn finds_addresses_and_identifiers_and_honours_the_c_line_option() {
+    fn finds_addresses_in_headers_and_sdp_and_identifiers() {
         let msg = received(
             "INVITE sip:x@127.1.1.20 SIP/2.0\r\nVia: SIP/2.0/UDP 127.1.1.2;branch=z9hG4bKabc\r\n\
-             X-Leak: callid-from-pbx\r\n\r\nv=0\r\no=a 1 1 IN IP4 127.1.1.2\r\nc=IN IP4 127.1.1.10\r\n",
+             X-Leak: callid-from-pbx\r\n\r\nv=0\r\no=a 1 1 IN IP4 127.1.1.2\r\nc=IN IP4 127.1.1.10\r\n\
+             a=rtcp:4001 IN IP4 127.1.1.10\r\n",
         );
         let ids: BTreeSet<String> = ["callid-from-pbx".to_string()].into();
         let forbidden = ["127.1.1.10".parse().unwrap()];
-        let strict = scan(
-            "carrier",
-            std::slice::from_ref(&msg),
-            &forbidden,
-            &ids,
-            LeakOptions::default(),
-        );
-        assert_eq!(strict.len(), 2, "{strict:?}");
-        let lax = scan(
-            "carrier",
-            &[msg],
-            &forbidden,
-            &ids,
-            LeakOptions::before_media_anchoring(),
-        );
-        assert_eq!(lax.len(), 1, "{lax:?}");
-        assert_eq!(lax[0].what, "identifier callid-from-pbx");
+        let leaks = scan("carrier", &[msg], &forbidden, &ids);
+        assert_eq!(leaks.len(), 3, "{leaks:?}");
+        assert_eq!(leaks[0].what, "identifier callid-from-pbx");
+        assert_eq!(leaks[1].line, "c=IN IP4 127.1.1.10");
+        assert!(leaks[2].line.starts_with("a=rtcp:"));
     }
 
     #[test]
@@ -254,15 +199,6 @@ mod tests {
         let mut msg = received("BYE sip:127.1.1.10 SIP/2.0\r\n\r\n");
         msg.direction = Direction::Sent;
         let forbidden = ["127.1.1.10".parse().unwrap()];
-        assert!(
-            scan(
-                "x",
-                &[msg],
-                &forbidden,
-                &BTreeSet::new(),
-                LeakOptions::default()
-            )
-            .is_empty()
-        );
+        assert!(scan("x", &[msg], &forbidden, &BTreeSet::new()).is_empty());
     }
 }

@@ -4,8 +4,10 @@
 //! loopback /24 from the [`Slot`] table, a generated config, log files under
 //! `tests/e2e/out/<slot>/`), driving real SIPp peers ([`Sipp`]), reading
 //! SIPp message logs ([`msglog`]), scanning what each peer received for
-//! topology leaks ([`leak`]), raw UDP/TCP probes ([`raw`]) and the
-//! malformed-input corpus ([`corpus`]).
+//! topology leaks ([`leak`]), raw UDP/TCP probes ([`raw`]), the
+//! malformed-input corpus ([`corpus`]), and for media: tshark captures
+//! ([`capture`]), baresip phones and sox checks ([`baresip`]) and a bare RTP
+//! peer ([`rtp`]).
 //!
 //! Does not own: the binary or any protocol logic. Tests here observe Palisade
 //! only from the wire, exactly as a PBX or a carrier would.
@@ -17,6 +19,8 @@
 //! A missing tool is a failure, never a skip: [`require_tool`] panics with the
 //! install hint (`scripts/install-test-deps.sh`).
 
+pub mod baresip;
+pub mod capture;
 pub mod corpus;
 pub mod lab;
 pub mod leak;
@@ -24,11 +28,12 @@ pub mod msglog;
 pub mod net;
 pub mod paths;
 pub mod raw;
+pub mod rtp;
 pub mod sipp;
 pub mod slots;
 
 pub use lab::{Lab, LabBuilder, LabConfig};
-pub use leak::{LeakOptions, assert_topology_hidden};
+pub use leak::assert_topology_hidden;
 pub use msglog::{Direction, SipMessage};
 pub use net::Transport;
 pub use paths::{palisade_bin, require_tool};

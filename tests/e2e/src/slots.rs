@@ -74,6 +74,23 @@ slots! {
     CheckConfigBad = 37,
     RunBadConfig = 38,
     CheckConfigGood = 39,
+    // Media anchoring (60-79).
+    /// SIPp RTP through the relay, captured with tshark.
+    MediaRtpPath = 60,
+    /// baresip both sides: SRTP toward the carrier, RTP toward the PBX.
+    MediaSrtpBaresip = 61,
+    /// The PBX sends RTP from another port than its SDP says (learn).
+    MediaLatchLearn = 62,
+    /// The same with strict latching: dropped and counted.
+    MediaLatchStrict = 63,
+    /// Hold and unhold re-INVITEs with RTP before and after.
+    MediaHold = 64,
+    /// No RTP: media timeout, BYE on both legs.
+    MediaTimeout = 65,
+    /// A two-port-pair media range: 503, then recovery.
+    MediaPortExhaustion = 66,
+    /// baresip both sides, the carrier calling in (SRTP) to the PBX (RTP).
+    MediaSrtpBaresipInbound = 67,
 }
 
 impl Slot {

@@ -1,7 +1,7 @@
 //! Topology hiding: every byte each peer received is scanned for the other
 //! side's addresses and dialog identifiers (Call-ID, tags, branches).
 
-use palisade_e2e::{Lab, LeakOptions, Slot, assert_topology_hidden};
+use palisade_e2e::{Lab, Slot, assert_topology_hidden};
 
 #[test]
 fn outbound_call_leaks_nothing() {
@@ -11,13 +11,8 @@ fn outbound_call_leaks_nothing() {
     pbx.assert_success(1);
     let carrier = carrier.wait();
     carrier.assert_success(1);
-    // SDP c= lines pass through until media anchoring lands (see LeakOptions).
-    assert_topology_hidden(
-        lab.net(),
-        &pbx.messages(),
-        &[&carrier.messages()],
-        LeakOptions::before_media_anchoring(),
-    );
+    // Headers and SDP alike: media is anchored, c= names Palisade only.
+    assert_topology_hidden(lab.net(), &pbx.messages(), &[&carrier.messages()]);
 }
 
 #[test]
@@ -28,10 +23,5 @@ fn inbound_call_leaks_nothing() {
     carrier.assert_success(1);
     let pbx = pbx.wait();
     pbx.assert_success(1);
-    assert_topology_hidden(
-        lab.net(),
-        &pbx.messages(),
-        &[&carrier.messages()],
-        LeakOptions::before_media_anchoring(),
-    );
+    assert_topology_hidden(lab.net(), &pbx.messages(), &[&carrier.messages()]);
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use palisade_e2e::msglog::Direction;
-use palisade_e2e::{LeakOptions, Net, Sipp, Slot, Transport, assert_topology_hidden, numbers, raw};
+use palisade_e2e::{Net, Sipp, Slot, Transport, assert_topology_hidden, numbers, raw};
 
 /// The callee at the primary carrier's address, expecting the caller (PBX address) as its peer.
 fn uas(dir: &Path, net: Net, scenario: &str) -> Sipp {
@@ -232,12 +232,7 @@ fn leak_scanner_catches_a_call_without_a_b2bua() {
     let pbx_log = caller.messages();
     let carrier_log = callee.messages();
     let err = catch_unwind(AssertUnwindSafe(|| {
-        assert_topology_hidden(
-            net,
-            &pbx_log,
-            &[&carrier_log],
-            LeakOptions::before_media_anchoring(),
-        )
+        assert_topology_hidden(net, &pbx_log, &[&carrier_log])
     }))
     .expect_err("a direct call leaks everything");
     let text = err.downcast_ref::<String>().cloned().unwrap_or_default();

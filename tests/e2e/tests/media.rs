@@ -1,0 +1,391 @@
+//! Media anchoring end to end: real RTP from SIPp and baresip through the
+//! built binary, observed with tshark, sox and Palisade's own media-stats.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use palisade_e2e::baresip::{Baresip, audio_stat, make_tone, make_ulaw_tone};
+use palisade_e2e::capture::{Capture, Packet};
+use palisade_e2e::net::{now, wait_until};
+use palisade_e2e::rtp::RtpPeer;
+use palisade_e2e::{Direction, Lab, Slot, assert_topology_hidden, numbers};
+
+const INSIDE_MEDIA: std::ops::RangeInclusive<u16> = 20000..=20999;
+const OUTSIDE_MEDIA: std::ops::RangeInclusive<u16> = 30000..=30999;
+
+/// `key=value` fields of a Palisade log line.
+fn fields(line: &str) -> BTreeMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+fn num(f: &BTreeMap<String, String>, key: &str) -> u64 {
+    f.get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric {key} in {f:?}"))
+}
+
+/// The `m=audio` ports in the SDP bodies a peer received.
+fn received_audio_ports(msgs: &[palisade_e2e::SipMessage]) -> Vec<u16> {
+    msgs.iter()
+        .filter(|m| m.direction == Direction::Received)
+        .flat_map(|m| {
+            m.text()
+                .lines()
+                .filter_map(|l| l.trim_end().strip_prefix("m=audio "))
+                .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+                .collect::<Vec<u16>>()
+        })
+        .collect()
+}
+
+/// Counts captured packets per (src, dst) address pair.
+fn flows(pkts: &[Packet]) -> BTreeMap<(Ipv4Addr, Ipv4Addr), usize> {
+    let mut m = BTreeMap::new();
+    for p in pkts {
+        *m.entry((p.src, p.dst)).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn sipp_rtp_flows_only_through_palisades_media_addresses() {
+    let lab = Lab::start(Slot::MediaRtpPath);
+    let net = lab.net();
+    make_ulaw_tone(&lab.dir().join("tone.wav"), 1000, 2);
+    let cap = Capture::start(lab.slot(), lab.dir(), "lo");
+    let carrier = lab
+        .carrier_primary("uas_answer")
+        .arg("-rtp_echo")
+        .spawn_uas();
+    let pbx = lab.pbx_uac("uac_rtp").pause_ms(2500).run();
+    pbx.assert_success(1);
+    let carrier = carrier.wait();
+    carrier.assert_success(1);
+    let pkts = cap.stop();
+
+    let (pbx_ip, carrier_ip) = (net.pbx_ip(), net.carrier_primary_ip());
+    let (inside, outside) = (net.inside_ip(), net.outside_ip());
+    let by_flow = flows(&pkts);
+    eprintln!("tshark RTP/RTCP flows (src, dst) -> packets: {by_flow:?}");
+    for p in &pkts {
+        let ok = (p.src == pbx_ip && p.dst == inside && INSIDE_MEDIA.contains(&p.dst_port))
+            || (p.src == inside && p.dst == pbx_ip && INSIDE_MEDIA.contains(&p.src_port))
+            || (p.src == outside && p.dst == carrier_ip && OUTSIDE_MEDIA.contains(&p.src_port))
+            || (p.src == carrier_ip && p.dst == outside && OUTSIDE_MEDIA.contains(&p.dst_port));
+        assert!(
+            ok,
+            "media outside the anchored paths: {p:?}\nall flows: {by_flow:?}"
+        );
+    }
+    // The tone (2 s, 50 packets/s) reached the carrier and its echo came back.
+    for (flow, what) in [
+        ((pbx_ip, inside), "PBX -> inside media"),
+        ((outside, carrier_ip), "outside media -> carrier"),
+        ((carrier_ip, outside), "carrier echo -> outside media"),
+        ((inside, pbx_ip), "echo -> PBX"),
+    ] {
+        let n = by_flow.get(&flow).copied().unwrap_or(0);
+        assert!(n >= 90, "{what}: {n} packets\nall flows: {by_flow:?}");
+    }
+    assert!(
+        !by_flow
+            .keys()
+            .any(|(s, d)| (*s == pbx_ip && *d == carrier_ip) || (*s == carrier_ip && *d == pbx_ip)),
+        "PBX and carrier exchanged media directly: {by_flow:?}"
+    );
+    // Signalling and SDP name only Palisade on each side.
+    assert_topology_hidden(net, &pbx.messages(), &[&carrier.messages()]);
+    let stats = fields(&lab.wait_log(&["event=media-stats"], Duration::from_secs(5)));
+    assert!(
+        num(&stats, "a_packets") >= 90 && num(&stats, "b_packets") >= 90,
+        "{stats:?}"
+    );
+}
+
+/// Starts two baresip phones for a call through Palisade: the carrier's with
+/// SRTP required (its trunk too), the PBX's with plain RTP. `pbx_calls`
+/// picks who dials. Each plays its own tone; both recordings must hold the
+/// other side's tone.
+fn baresip_call(slot: Slot, pbx_calls: bool) {
+    let lab = Lab::builder(slot)
+        .with(|c| c.carrier_media = "srtp: required".into())
+        .start();
+    let net = lab.net();
+    let dir = lab.dir().to_path_buf();
+    let (pbx_tone, carrier_tone) = (dir.join("pbx-1000hz.wav"), dir.join("carrier-600hz.wav"));
+    make_tone(&pbx_tone, 1000, 3);
+    make_tone(&carrier_tone, 600, 3);
+    let (pbx_user, carrier_user) = if pbx_calls {
+        (numbers::PBX_CALLER, numbers::EXTERNAL)
+    } else {
+        (numbers::DID, numbers::EXTERNAL)
+    };
+    let mut carrier = Baresip::new(
+        &dir.join("carrier"),
+        net.carrier_primary(),
+        &format!("sip:{carrier_user}@{}", net.outside_ip()),
+        &carrier_tone,
+    )
+    .srtp()
+    .rtp_ports(17000, 17019)
+    .quit_after(Duration::from_secs(12));
+    let mut pbx = Baresip::new(
+        &dir.join("pbx"),
+        net.pbx(),
+        &format!("sip:{pbx_user}@{}", net.inside_ip()),
+        &pbx_tone,
+    )
+    .rtp_ports(16000, 16019)
+    .quit_after(Duration::from_secs(12));
+    if pbx_calls {
+        pbx = pbx.dial(&format!("sip:{}@{}", numbers::EXTERNAL, net.inside()));
+    } else {
+        carrier = carrier.dial(&format!("sip:{}@{}", numbers::DID, net.outside()));
+    }
+    let (first, second) = if pbx_calls {
+        (carrier, pbx)
+    } else {
+        (pbx, carrier)
+    };
+    let callee = first.spawn();
+    assert!(
+        callee.wait_log("baresip is ready", Duration::from_secs(10)),
+        "callee baresip did not start:\n{}",
+        callee.log()
+    );
+    let caller = second.spawn();
+    let caller_log = caller.wait();
+    let callee_log = callee.wait();
+    let (pbx_p_log, carrier_log) = if pbx_calls {
+        (&caller_log, &callee_log)
+    } else {
+        (&callee_log, &caller_log)
+    };
+    assert!(
+        carrier_log.contains("SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)"),
+        "the carrier's leg is not SRTP:\n{carrier_log}"
+    );
+    assert!(
+        !pbx_p_log.contains("SRTP is Enabled"),
+        "the PBX's leg should be plain RTP:\n{pbx_p_log}"
+    );
+    let recording = |who: &str, log: &str| {
+        let rec = std::fs::read_dir(dir.join(who).join("rec"))
+            .unwrap_or_else(|e| panic!("{who} recordings: {e}"))
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            .unwrap_or_else(|| panic!("{who} recorded nothing:\n{log}"));
+        audio_stat(&rec)
+    };
+    let at_carrier = recording("carrier", carrier_log);
+    let at_pbx = recording("pbx", pbx_p_log);
+    eprintln!("carrier heard {at_carrier:?}; PBX heard {at_pbx:?}");
+    assert!(
+        at_carrier.seconds >= 2.0
+            && at_carrier.rms > 0.1
+            && (900.0..=1100.0).contains(&at_carrier.frequency),
+        "the PBX's 1 kHz tone did not reach the carrier: {at_carrier:?}"
+    );
+    assert!(
+        at_pbx.seconds >= 2.0 && at_pbx.rms > 0.1 && (500.0..=700.0).contains(&at_pbx.frequency),
+        "the carrier's 600 Hz tone did not reach the PBX: {at_pbx:?}"
+    );
+    let stats = fields(&lab.wait_log(&["event=media-stats"], Duration::from_secs(5)));
+    assert!(
+        num(&stats, "a_packets") >= 100 && num(&stats, "b_packets") >= 100,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn baresip_tone_crosses_srtp_carrier_and_rtp_pbx_outbound() {
+    baresip_call(Slot::MediaSrtpBaresip, true);
+}
+
+#[test]
+fn baresip_tone_crosses_srtp_carrier_and_rtp_pbx_inbound() {
+    baresip_call(Slot::MediaSrtpBaresipInbound, false);
+}
+
+/// The PBX announces one port and sends from another: a call with SIPp for
+/// signalling (SDP port 16010) and a bare RTP socket on 16000 for media.
+/// Returns (echoes received, the media-stats line's fields).
+fn latching_call(slot: Slot, strict: bool) -> (usize, BTreeMap<String, String>) {
+    let lab = Lab::builder(slot)
+        .with(|c| {
+            if strict {
+                c.pbx_media = "latching: strict".into();
+            }
+        })
+        .start();
+    let net = lab.net();
+    let carrier = lab
+        .carrier_primary("uas_answer")
+        .arg("-rtp_echo")
+        .spawn_uas();
+    let pbx = lab
+        .pbx_uac("uac_call")
+        .media(net.pbx_ip(), 16010)
+        .pause_ms(4000)
+        .spawn();
+    // Palisade's inside media port, from the 200 the PBX got.
+    let mut port = None;
+    let found = wait_until(Duration::from_secs(10), || {
+        port = pbx
+            .messages()
+            .iter()
+            .filter(|m| {
+                m.direction == Direction::Received && m.start_line().starts_with("SIP/2.0 200")
+            })
+            .find_map(|m| {
+                received_audio_ports(std::slice::from_ref(m))
+                    .first()
+                    .copied()
+            });
+        port.is_some()
+    });
+    assert!(found, "the PBX got no 200 with SDP");
+    let to = SocketAddr::new(net.inside_ip().into(), port.unwrap_or_default());
+    let mut rtp = RtpPeer::bind(SocketAddr::new(net.pbx_ip().into(), 16000));
+    rtp.send(to, 50, Duration::from_millis(10));
+    let echoes = rtp.count_received(Duration::from_millis(800), Duration::from_secs(5));
+    pbx.wait().assert_success(1);
+    carrier.wait().assert_success(1);
+    let stats = fields(&lab.wait_log(&["event=media-stats"], Duration::from_secs(5)));
+    (echoes, stats)
+}
+
+#[test]
+fn learn_latching_follows_the_real_source_port() {
+    let (echoes, stats) = latching_call(Slot::MediaLatchLearn, false);
+    eprintln!("echoes back at the real source port: {echoes}; media-stats {stats:?}");
+    assert!(echoes >= 45, "only {echoes} of 50 packets came back");
+    assert!(num(&stats, "a_packets") >= 50, "{stats:?}");
+    assert!(num(&stats, "b_packets") >= 45, "{stats:?}");
+}
+
+#[test]
+fn strict_latching_drops_media_from_an_unsignalled_port_and_counts_it() {
+    let (echoes, stats) = latching_call(Slot::MediaLatchStrict, true);
+    eprintln!("echoes: {echoes}; media-stats {stats:?}");
+    assert_eq!(
+        echoes, 0,
+        "strict mode relayed media from an unsignalled port"
+    );
+    assert_eq!(num(&stats, "a_packets"), 0, "{stats:?}");
+    assert!(num(&stats, "a_dropped") >= 50, "{stats:?}");
+}
+
+#[test]
+fn hold_and_unhold_keep_media_flowing() {
+    let lab = Lab::start(Slot::MediaHold);
+    make_ulaw_tone(&lab.dir().join("tone.wav"), 1000, 1);
+    let carrier = lab
+        .carrier_primary("uas_reinvite_hold")
+        .arg("-rtp_echo")
+        .spawn_uas();
+    let pbx = lab.pbx_uac("uac_rtp_hold").pause_ms(1500).run();
+    pbx.assert_success(1);
+    let carrier = carrier.wait();
+    carrier.assert_success(1);
+    // Each side keeps Palisade's port through the hold and the unhold.
+    let at_pbx = received_audio_ports(&pbx.messages());
+    let at_carrier = received_audio_ports(&carrier.messages());
+    // Three offers or answers each (more when a 2xx was retransmitted).
+    assert!(at_pbx.len() >= 3, "{at_pbx:?}");
+    assert!(at_carrier.len() >= 3, "{at_carrier:?}");
+    assert!(
+        at_pbx
+            .iter()
+            .all(|p| *p == at_pbx[0] && INSIDE_MEDIA.contains(p))
+    );
+    assert!(
+        at_carrier
+            .iter()
+            .all(|p| *p == at_carrier[0] && OUTSIDE_MEDIA.contains(p))
+    );
+    // Two one-second bursts, before the hold and after the unhold, both echoed.
+    let stats = fields(&lab.wait_log(&["event=media-stats"], Duration::from_secs(5)));
+    eprintln!("media-stats {stats:?}");
+    assert!(num(&stats, "a_packets") >= 95, "{stats:?}");
+    assert!(
+        num(&stats, "b_packets") >= 95,
+        "second burst not echoed: {stats:?}"
+    );
+}
+
+#[test]
+fn media_timeout_ends_the_call_with_bye_on_both_legs() {
+    let lab = Lab::builder(Slot::MediaTimeout)
+        .with(|c| c.media = "timeout_seconds: 2".into())
+        .start();
+    let started = now();
+    let carrier = lab.carrier_primary("uas_answer").spawn_uas();
+    // No RTP at all: both peers wait for Palisade's BYE.
+    let pbx = lab.pbx_uac("uac_expect_bye").run();
+    pbx.assert_success(1);
+    carrier.wait().assert_success(1);
+    let took = now().saturating_duration_since(started);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let ended = lab.wait_log(
+        &["event=ended", "reason=media-timeout"],
+        Duration::from_secs(5),
+    );
+    lab.wait_log(&["event=media-timeout"], Duration::from_secs(1));
+    eprintln!("{ended}");
+}
+
+#[test]
+fn port_exhaustion_answers_503_and_recovers() {
+    // Two port pairs on the inside: 20000/20001 and 20002/20003.
+    let mut lab = Lab::builder(Slot::MediaPortExhaustion)
+        .with(|c| c.inside_media_ports = (20000, 20003))
+        .start();
+    let net = lab.net();
+    let carrier = lab
+        .carrier_primary("uas_answer")
+        .calls(3)
+        .timeout(Duration::from_secs(40))
+        .spawn_uas();
+    let two = lab
+        .pbx_uac("uac_call")
+        .calls(2)
+        .limit(2)
+        .rate(10)
+        .pause_ms(4000)
+        .spawn();
+    let both_up = wait_until(Duration::from_secs(10), || {
+        lab.log().matches("event=answered").count() == 2
+    });
+    assert!(both_up, "two calls did not connect:\n{}", lab.log_tail(30));
+    // A third call while both pairs are taken: 503, cleanly.
+    let refused = lab
+        .sipp("pbx-503", "uac_expect_503")
+        .local(SocketAddr::new(net.pbx_ip().into(), 5072))
+        .media(net.pbx_ip(), 16100)
+        .remote(net.inside())
+        .key("caller", numbers::PBX_CALLER)
+        .key("callee", numbers::EXTERNAL)
+        .key("expect_peer", net.inside_ip())
+        .run();
+    refused.assert_success(1);
+    lab.wait_log(
+        &["event=media-refused", "reason=no-media-ports"],
+        Duration::from_secs(2),
+    );
+    two.wait().assert_success(2);
+    // Once the relay has closed both sessions, their ports serve a new call.
+    let closed = wait_until(Duration::from_secs(10), || {
+        lab.log().matches("event=media-stats").count() >= 2
+    });
+    assert!(closed, "sessions not closed:\n{}", lab.log_tail(30));
+    let again = lab.pbx_uac("uac_call").pause_ms(200).run();
+    again.assert_success(1);
+    carrier.wait().assert_success(3);
+    lab.assert_alive();
+}

@@ -30,6 +30,8 @@
 
 mod crypto;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod manager;
 mod pool;
 pub mod sdp;

@@ -794,3 +794,30 @@ proptest! {
         }
     }
 }
+
+/// The fuzz target's seeds, run on stable.
+#[test]
+fn fuzz_seeds_run_clean() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/sdp");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(e.unwrap().path()).unwrap();
+        crate::fuzz::sdp(&data);
+        n += 1;
+    }
+    assert!(n >= 8, "only {n} seeds");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The fuzz entry point on random bytes and on generated SDP pairs.
+    #[test]
+    fn fuzz_entry_never_panics(raw in prop::collection::vec(any::<u8>(), 0..300), a in arb_sdp(), b in arb_sdp()) {
+        crate::fuzz::sdp(&raw);
+        let mut pair = a.into_bytes();
+        pair.push(0);
+        pair.extend_from_slice(b.as_bytes());
+        crate::fuzz::sdp(&pair);
+    }
+}

@@ -37,6 +37,8 @@ pub struct Packet {
     pub dst_port: u16,
     /// RTCP rather than RTP.
     pub rtcp: bool,
+    /// The DiffServ code point of the IP header.
+    pub dscp: u8,
 }
 
 impl Capture {
@@ -142,6 +144,8 @@ pub fn read(file: &std::path::Path) -> Vec<Packet> {
             "udp.dstport",
             "-e",
             "rtcp.pt",
+            "-e",
+            "ip.dsfield.dscp",
         ])
         .output()
         .unwrap_or_else(|e| panic!("run tshark -r {}: {e}", file.display()));
@@ -161,7 +165,24 @@ pub fn read(file: &std::path::Path) -> Vec<Packet> {
                 dst: f.get(2)?.parse().ok()?,
                 dst_port: f.get(3)?.parse().ok()?,
                 rtcp: f.get(4).is_some_and(|p| !p.is_empty()),
+                dscp: f.get(5)?.parse().ok()?,
             })
         })
+        .collect()
+}
+
+/// The DSCP of every SIP datagram `src` sent, in a capture file.
+pub fn sip_dscp(file: &std::path::Path, src: Ipv4Addr) -> Vec<u8> {
+    let tshark = paths::require_tool("tshark");
+    let out = Command::new(tshark)
+        .args(["-n", "-r"])
+        .arg(file)
+        .args(["-Y", &format!("sip && ip.src == {src}")])
+        .args(["-T", "fields", "-e", "ip.dsfield.dscp"])
+        .output()
+        .unwrap_or_else(|e| panic!("run tshark -r {}: {e}", file.display()));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
         .collect()
 }

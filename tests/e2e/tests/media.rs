@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use palisade_e2e::baresip::{Baresip, audio_stat, make_tone, make_ulaw_tone};
-use palisade_e2e::capture::{Capture, Packet};
+use palisade_e2e::capture::{Capture, Packet, sip_dscp};
 use palisade_e2e::net::{now, wait_until};
 use palisade_e2e::rtp::RtpPeer;
 use palisade_e2e::{Direction, Lab, Slot, assert_topology_hidden, numbers};
@@ -97,6 +97,18 @@ fn sipp_rtp_flows_only_through_palisades_media_addresses() {
             .any(|(s, d)| (*s == pbx_ip && *d == carrier_ip) || (*s == carrier_ip && *d == pbx_ip)),
         "PBX and carrier exchanged media directly: {by_flow:?}"
     );
+    // DSCP: media Palisade sends is EF (46), its SIP is CS3 (24), by default.
+    for p in pkts.iter().filter(|p| p.src == inside || p.src == outside) {
+        assert_eq!(p.dscp, 46, "RTP from Palisade not marked EF: {p:?}");
+    }
+    let file = lab.dir().join("lo.pcapng");
+    for zone in [inside, outside] {
+        let marks = sip_dscp(&file, zone);
+        assert!(
+            !marks.is_empty() && marks.iter().all(|d| *d == 24),
+            "SIP from {zone}: {marks:?}"
+        );
+    }
     // Signalling and SDP name only Palisade on each side.
     assert_topology_hidden(net, &pbx.messages(), &[&carrier.messages()]);
     let stats = fields(&lab.wait_log(&["event=media-stats"], Duration::from_secs(5)));

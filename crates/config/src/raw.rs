@@ -20,6 +20,7 @@ pub(crate) struct RawConfig {
     pub routes: S<Vec<S<RawRoute>>>,
     pub shutdown: Option<RawShutdown>,
     pub logging: Option<RawLogging>,
+    pub normalization: Option<crate::normalization::raw::RawNormalization>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +79,8 @@ pub(crate) struct RawTrunk {
     pub source_addresses: Option<Vec<S<String>>>,
     pub member_timeout_ms: Option<S<u64>>,
     pub pass_headers: Option<Vec<S<String>>>,
+    pub trusted: Option<S<bool>>,
+    pub normalization: Option<crate::normalization::raw::RawTrunkNormalization>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -210,6 +210,8 @@ impl EngineLoop {
         match c {
             Control::Reload(cfg, done) => {
                 self.engine.reload(Arc::clone(&cfg));
+                // `reload` drops every trunk's stages: install the new ones.
+                install_stages(&mut self.engine, &cfg);
                 self.cfg = cfg;
                 // The supervisor may have stopped waiting; nothing to do then.
                 let _ = done.send(());
@@ -350,6 +352,16 @@ impl EngineLoop {
                     remote = %flow.remote, method = %method, status, reason = %reason, "request rejected");
             }
         }
+    }
+}
+
+/// Installs the per-trunk stages `cfg` asks for (normalization today).
+pub fn install_stages(engine: &mut Engine, cfg: &Arc<Config>) {
+    let program = palisade_normalize::Program::new(Arc::clone(cfg));
+    let stages = palisade_normalize::install(engine, &program);
+    let profiles = cfg.normalization().profiles.len();
+    if stages > 0 {
+        info!(stages, profiles, "normalization stages installed");
     }
 }
 

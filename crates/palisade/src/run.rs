@@ -105,7 +105,8 @@ async fn serve(
     );
 
     let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
-    let engine = Engine::new(Arc::clone(&config), seed);
+    let mut engine = Engine::new(Arc::clone(&config), seed);
+    crate::engine_loop::install_stages(&mut engine, &config);
     let engine_loop = EngineLoop::new(engine, Arc::clone(&config), listeners, transports.clone());
     let engine_task = tokio::spawn(engine_loop.run(inbound_rx, control_rx));
 

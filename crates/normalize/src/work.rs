@@ -97,9 +97,15 @@ impl<'m> Work<'m> {
         self.msg.to_tag().is_some()
     }
 
-    /// Appends a new line.
+    /// Adds a new line after the others, but before the body-describing
+    /// headers (Content-Type, Content-Length) that conventionally end a head.
     pub fn push(&mut self, name: HeaderName, raw_name: &str, value: String) {
-        self.lines.push(Line {
+        let at = self
+            .lines
+            .iter()
+            .position(|l| matches!(l.name, HeaderName::ContentType | HeaderName::ContentLength))
+            .unwrap_or(self.lines.len());
+        self.lines.insert(at, Line {
             orig: None,
             name,
             raw_name: Cow::Owned(raw_name.to_owned()),

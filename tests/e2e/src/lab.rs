@@ -38,6 +38,12 @@ pub struct LabConfig {
     pub shutdown_grace_seconds: u64,
     /// `logging.level`.
     pub log_level: String,
+    /// YAML lines added to the `pbx` trunk (indented 4 spaces, each ending in a newline).
+    pub pbx_trunk_extra: String,
+    /// YAML lines added to the `carrier` trunk (indented 4 spaces).
+    pub carrier_trunk_extra: String,
+    /// Top-level YAML sections appended to the config (e.g. `normalization:`).
+    pub extra_sections: String,
 }
 
 impl Default for LabConfig {
@@ -50,6 +56,9 @@ impl Default for LabConfig {
             max_message_bytes: 16384,
             shutdown_grace_seconds: 2,
             log_level: "debug".to_string(),
+            pbx_trunk_extra: String::new(),
+            carrier_trunk_extra: String::new(),
+            extra_sections: String::new(),
         }
     }
 }
@@ -74,6 +83,9 @@ impl LabConfig {
             max_message_bytes,
             shutdown_grace_seconds,
             log_level,
+            pbx_trunk_extra,
+            carrier_trunk_extra,
+            extra_sections,
             ..
         } = self;
         format!(
@@ -106,6 +118,7 @@ trunks:\n\
 \x20     - address: {pbx}\n\
 \x20       port: {pbx_port}\n\
 \x20       transport: {pbx_transport}\n\
+{pbx_trunk_extra}\
 \x20 - name: carrier\n\
 \x20   zone: outside\n\
 \x20   members:\n\
@@ -115,6 +128,7 @@ trunks:\n\
 \x20     - address: {secondary}\n\
 \x20       port: {carrier_port}\n\
 \x20       transport: udp\n\
+{carrier_trunk_extra}\
 \n\
 routes:\n\
 \x20 - name: pbx-to-carrier\n\
@@ -137,7 +151,8 @@ shutdown:\n\
 \n\
 logging:\n\
 \x20 format: text\n\
-\x20 level: {log_level}\n"
+\x20 level: {log_level}\n\
+{extra_sections}"
         )
     }
 }

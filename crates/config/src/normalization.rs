@@ -883,7 +883,12 @@ fn prefix(cx: &mut Cx, v: &S<String>, path: &str) -> String {
     v.value.clone()
 }
 
-fn digits(cx: &mut Cx, v: &S<String>, path: &str, range: std::ops::RangeInclusive<usize>) -> String {
+fn digits(
+    cx: &mut Cx,
+    v: &S<String>,
+    path: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> String {
     let ok = range.contains(&v.value.len()) && v.value.bytes().all(|b| b.is_ascii_digit());
     if !ok {
         cx.err(
@@ -1004,7 +1009,11 @@ fn number(cx: &mut Cx, v: &S<raw::RawNumber>, path: &str) -> Option<NumberAction
             let re = regex(cx, r, &format!("{path}.regex"));
             let replace = replacement(cx, re.as_ref(), rep, &format!("{path}.replace"));
             if let Some(regex) = re {
-                rewrites.push(("regex", r.referenced, NumberRewrite::Regex { regex, replace }));
+                rewrites.push((
+                    "regex",
+                    r.referenced,
+                    NumberRewrite::Regex { regex, replace },
+                ));
             }
         }
         (Some(r), None) => cx.err(
@@ -1474,7 +1483,11 @@ pub(crate) fn trunk_normalization(
             let p = format!("{path}.normalization.{key}[{i}]");
             match profiles.iter().find(|pr| pr.name == v.value) {
                 Some(pr) if out.contains(&pr.id) => {
-                    cx.err(v.referenced, p, format!("profile `{}` is listed twice", v.value));
+                    cx.err(
+                        v.referenced,
+                        p,
+                        format!("profile `{}` is listed twice", v.value),
+                    );
                 }
                 Some(pr) => out.push(pr.id),
                 None => {

@@ -220,8 +220,11 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         }
         m
     };
-    let normalization =
-        crate::normalization::normalization(&mut cx.problems, raw.normalization.as_ref(), &trunk_ids);
+    let normalization = crate::normalization::normalization(
+        &mut cx.problems,
+        raw.normalization.as_ref(),
+        &trunk_ids,
+    );
     drop(trunk_ids);
     let mut trunks = trunks;
     for (i, (t, _)) in trunks.iter_mut().enumerate() {

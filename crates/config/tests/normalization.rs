@@ -91,7 +91,10 @@ fn a_full_profile_loads_typed() {
         panic!()
     };
     assert_eq!(
-        (plan.national_prefix.as_str(), plan.international_prefix.as_str()),
+        (
+            plan.national_prefix.as_str(),
+            plan.international_prefix.as_str()
+        ),
         ("0", "00")
     );
     assert!(cfg.normalization().privacy.honour_privacy_id);

@@ -161,8 +161,7 @@ pub(crate) fn rewrite_name_addr(
     let new_uri = rewrite_uri(na.uri_str, f, user_phone)?;
     let at = offset(value, na.uri_str)?;
     let mut out = String::with_capacity(value.len() + 16);
-    let needs_brackets =
-        !na.bracketed && new_uri.bytes().any(|b| matches!(b, b';' | b'?' | b','));
+    let needs_brackets = !na.bracketed && new_uri.bytes().any(|b| matches!(b, b';' | b'?' | b','));
     out.push_str(&value[..at]);
     if needs_brackets {
         out.push('<');
@@ -191,11 +190,17 @@ mod tests {
     fn plan_conversions() {
         let p = de();
         assert_eq!(to_e164(&p, "08912345").as_deref(), Some("+498912345"));
-        assert_eq!(to_e164(&p, "0014155550100").as_deref(), Some("+14155550100"));
+        assert_eq!(
+            to_e164(&p, "0014155550100").as_deref(),
+            Some("+14155550100")
+        );
         assert_eq!(to_e164(&p, "+498912345"), None);
         assert_eq!(to_e164(&p, "12345"), None);
         assert_eq!(to_national(&p, "+498912345").as_deref(), Some("08912345"));
-        assert_eq!(to_national(&p, "+14155550100").as_deref(), Some("0014155550100"));
+        assert_eq!(
+            to_national(&p, "+14155550100").as_deref(),
+            Some("0014155550100")
+        );
         assert_eq!(to_national(&p, "00498912345").as_deref(), Some("08912345"));
         assert_eq!(to_national(&p, "08912345"), None);
         assert_eq!(to_national(&p, "0014155550100"), None);
@@ -224,7 +229,10 @@ mod tests {
             rewrite_uri("sip:+4930123@h?X=1", &|_| None, Some(true)).as_deref(),
             Some("sip:+4930123@h;user=phone?X=1")
         );
-        assert_eq!(rewrite_uri("sip:+4930123@h;user=phone", &|_| None, Some(true)), None);
+        assert_eq!(
+            rewrite_uri("sip:+4930123@h;user=phone", &|_| None, Some(true)),
+            None
+        );
         assert_eq!(
             rewrite_uri("tel:030123;phone-context=x", &f, Some(true)).as_deref(),
             Some("tel:+4930123;phone-context=x")

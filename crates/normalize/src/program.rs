@@ -167,13 +167,7 @@ impl Program {
     /// Per-rule counters, profile by profile, then the privacy policy.
     pub fn counts(&self) -> Vec<RuleCount> {
         let mut out = Vec::new();
-        for (p, cs) in self
-            .cfg
-            .normalization()
-            .profiles
-            .iter()
-            .zip(&self.counters)
-        {
+        for (p, cs) in self.cfg.normalization().profiles.iter().zip(&self.counters) {
             for (r, c) in p.rules.iter().zip(cs) {
                 out.push(RuleCount {
                     profile: p.name.clone(),
@@ -198,7 +192,12 @@ impl Program {
 
     /// Runs the profiles (and the privacy policy) on `msg`. With `record`,
     /// `fired` says what each rule changed; without, only what was undone.
-    pub(crate) fn run<'m>(&self, msg: &'m Message, ctx: &RunContext<'_>, record: bool) -> Outcome<'m> {
+    pub(crate) fn run<'m>(
+        &self,
+        msg: &'m Message,
+        ctx: &RunContext<'_>,
+        record: bool,
+    ) -> Outcome<'m> {
         let mut fired = Vec::new();
         let mut work = Work::new(msg);
         let profiles = self.profiles(ctx.trunk, ctx.direction);
@@ -369,22 +368,22 @@ fn identity_fixed(work: &Work<'_>, ctx: &RunContext<'_>) -> bool {
 }
 
 fn anonymize(work: &mut Work<'_>, rec: &mut Rec) {
-    if work.is_request() && !identity_fixed_out(work) {
-        if let Some(i) = work.lines.iter().position(|l| l.name == HeaderName::From)
-            && let Some(old) = work.lines[i].text()
-            && let Ok(na) = palisade_sip::NameAddr::parse(old)
-        {
-            let params = na.params.as_str();
-            let new = if params.is_empty() {
-                ANONYMOUS_FROM.to_owned()
-            } else {
-                format!("{ANONYMOUS_FROM};{params}")
-            };
-            if new != old {
-                let old = old.to_owned();
-                rec.note(|| format!("From: {old} -> {new}"));
-                work.set_value(i, new);
-            }
+    if work.is_request()
+        && !identity_fixed_out(work)
+        && let Some(i) = work.lines.iter().position(|l| l.name == HeaderName::From)
+        && let Some(old) = work.lines[i].text()
+        && let Ok(na) = palisade_sip::NameAddr::parse(old)
+    {
+        let params = na.params.as_str();
+        let new = if params.is_empty() {
+            ANONYMOUS_FROM.to_owned()
+        } else {
+            format!("{ANONYMOUS_FROM};{params}")
+        };
+        if new != old {
+            let old = old.to_owned();
+            rec.note(|| format!("From: {old} -> {new}"));
+            work.set_value(i, new);
         }
     }
     remove_where(work, rec, |l| {
@@ -504,7 +503,9 @@ fn apply(work: &mut Work<'_>, a: &Action, ctx: &RunContext<'_>, rec: &mut Rec) {
             }
         }
         Action::RemoveHeader { header } => {
-            remove_where(work, rec, |l| header.matches_line(l.name, l.raw_name.as_bytes()));
+            remove_where(work, rec, |l| {
+                header.matches_line(l.name, l.raw_name.as_bytes())
+            });
         }
         Action::RewriteHeader {
             header,
@@ -688,7 +689,11 @@ fn edit_params(
                 .filter(|p| !p.is_empty())
                 .collect();
             let new_params = f(&params);
-            if new_params.iter().map(String::as_str).eq(params.iter().copied()) {
+            if new_params
+                .iter()
+                .map(String::as_str)
+                .eq(params.iter().copied())
+            {
                 out_elems.push(e.trim().to_owned());
                 continue;
             }

@@ -73,7 +73,10 @@ impl<'m> Work<'m> {
 
     /// The current status.
     pub fn status(&self) -> Option<u16> {
-        self.status.as_ref().map(|s| s.0).or_else(|| self.msg.status())
+        self.status
+            .as_ref()
+            .map(|s| s.0)
+            .or_else(|| self.msg.status())
     }
 
     /// The current reason phrase (lossy).
@@ -105,13 +108,16 @@ impl<'m> Work<'m> {
             .iter()
             .position(|l| matches!(l.name, HeaderName::ContentType | HeaderName::ContentLength))
             .unwrap_or(self.lines.len());
-        self.lines.insert(at, Line {
-            orig: None,
-            name,
-            raw_name: Cow::Owned(raw_name.to_owned()),
-            value: Cow::Owned(value.into_bytes()),
-            changed: false,
-        });
+        self.lines.insert(
+            at,
+            Line {
+                orig: None,
+                name,
+                raw_name: Cow::Owned(raw_name.to_owned()),
+                value: Cow::Owned(value.into_bytes()),
+                changed: false,
+            },
+        );
     }
 
     /// Sets the value of line `i`.

@@ -7,6 +7,8 @@
 //! `BLESS=1 cargo test -p palisade-normalize --test golden` rewrites the
 //! expected files (review the diff before committing).
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,7 +64,11 @@ fn cases() -> Vec<Case> {
 fn every_golden_case_matches() {
     let bless = std::env::var_os("BLESS").is_some();
     let cases = cases();
-    assert!(cases.len() >= 20, "golden cases went missing: {}", cases.len());
+    assert!(
+        cases.len() >= 20,
+        "golden cases went missing: {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for c in &cases {
         let cfg = palisade_config::load(&c.dir.join("config.yaml"))

@@ -68,7 +68,15 @@ fn value() -> impl Strategy<Value = String> {
 }
 
 fn regex() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec!["^0", "[0-9]+", "(a|b)", ".*", "sip:", "\\+49(.*)", "x$"])
+    prop::sample::select(vec![
+        "^0",
+        "[0-9]+",
+        "(a|b)",
+        ".*",
+        "sip:",
+        "\\+49(.*)",
+        "x$",
+    ])
 }
 
 fn action() -> impl Strategy<Value = String> {
@@ -136,7 +144,8 @@ fn rule_match() -> impl Strategy<Value = String> {
 }
 
 fn program_yaml() -> impl Strategy<Value = String> {
-    let profile = || prop::collection::vec((rule_match(), prop::collection::vec(action(), 1..5)), 1..4);
+    let profile =
+        || prop::collection::vec((rule_match(), prop::collection::vec(action(), 1..5)), 1..4);
     (profile(), profile()).prop_map(|(a, b)| {
         let mut y = HEAD.to_owned();
         for (name, rules) in [("a", a), ("b", b)] {
@@ -159,11 +168,27 @@ fn program_yaml() -> impl Strategy<Value = String> {
 fn message() -> impl Strategy<Value = String> {
     let start = prop_oneof![
         prop::sample::select(vec!["INVITE", "BYE", "CANCEL", "ACK", "OPTIONS", "MESSAGE"])
-            .prop_map(|m| (format!("{m} sip:@NUM@@127.0.0.1;user=phone SIP/2.0"), m.to_owned())),
-        prop::sample::select(vec!["180 Ringing", "183 Progress", "486 Busy Here", "404 Not Found", "200 OK"])
-            .prop_map(|s| (format!("SIP/2.0 {s}"), "INVITE".to_owned())),
+            .prop_map(|m| (
+                format!("{m} sip:@NUM@@127.0.0.1;user=phone SIP/2.0"),
+                m.to_owned()
+            )),
+        prop::sample::select(vec![
+            "180 Ringing",
+            "183 Progress",
+            "486 Busy Here",
+            "404 Not Found",
+            "200 OK"
+        ])
+        .prop_map(|s| (format!("SIP/2.0 {s}"), "INVITE".to_owned())),
     ];
-    let number = prop::sample::select(vec!["+4989123", "089123", "0049891", "123", "anonymous", "0"]);
+    let number = prop::sample::select(vec![
+        "+4989123",
+        "089123",
+        "0049891",
+        "123",
+        "anonymous",
+        "0",
+    ]);
     let from = prop::sample::select(vec![
         "\"A, b\" <sip:@NUM@@h>;tag=f1",
         "sip:@NUM@@h;tag=f1",
@@ -173,29 +198,31 @@ fn message() -> impl Strategy<Value = String> {
     let to = prop::sample::select(vec!["<sip:@NUM@@h>", "<sip:@NUM@@h>;tag=t1", "sip:@NUM@@h"]);
     let extra = prop::collection::vec((header_name(), value()), 0..8);
     let body = prop::option::of("[a-z=\r\n ]{0,40}");
-    (start, number, from, to, extra, body).prop_map(|((start, cseq_method), num, from, to, extra, body)| {
-        let mut m = start.replace("@NUM@", num);
-        m.push_str("\r\nVia: SIP/2.0/UDP 127.0.0.10:5070;branch=z9hG4bKp1\r\n");
-        m.push_str(&format!("From: {}\r\n", from.replace("@NUM@", num)));
-        m.push_str(&format!("To: {}\r\n", to.replace("@NUM@", num)));
-        m.push_str("Call-ID: prop-1\r\n");
-        m.push_str(&format!("CSeq: 7 {cseq_method}\r\nMax-Forwards: 70\r\n"));
-        for (n, v) in extra {
-            // From/To appear once: extra ones would make the input invalid.
-            if ["From", "To"].contains(&n) {
-                continue;
+    (start, number, from, to, extra, body).prop_map(
+        |((start, cseq_method), num, from, to, extra, body)| {
+            let mut m = start.replace("@NUM@", num);
+            m.push_str("\r\nVia: SIP/2.0/UDP 127.0.0.10:5070;branch=z9hG4bKp1\r\n");
+            m.push_str(&format!("From: {}\r\n", from.replace("@NUM@", num)));
+            m.push_str(&format!("To: {}\r\n", to.replace("@NUM@", num)));
+            m.push_str("Call-ID: prop-1\r\n");
+            m.push_str(&format!("CSeq: 7 {cseq_method}\r\nMax-Forwards: 70\r\n"));
+            for (n, v) in extra {
+                // From/To appear once: extra ones would make the input invalid.
+                if ["From", "To"].contains(&n) {
+                    continue;
+                }
+                m.push_str(&format!("{n}: {v}\r\n"));
             }
-            m.push_str(&format!("{n}: {v}\r\n"));
-        }
-        match body {
-            Some(b) => m.push_str(&format!(
-                "Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{b}",
-                b.len()
-            )),
-            None => m.push_str("Content-Length: 0\r\n\r\n"),
-        }
-        m
-    })
+            match body {
+                Some(b) => m.push_str(&format!(
+                    "Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{b}",
+                    b.len()
+                )),
+                None => m.push_str("Content-Length: 0\r\n\r\n"),
+            }
+            m
+        },
+    )
 }
 
 fn check(program: &Arc<Program>, msg: &Message) {

@@ -152,8 +152,16 @@ mod tests {
     #[test]
     fn normalize_takes_config_trunk_direction_and_an_optional_file() {
         let cli = parse(&[
-            "normalize", "--config", "c.yaml", "--trunk", "carrier", "--direction", "out",
-            "--file", "m.sip", "--json",
+            "normalize",
+            "--config",
+            "c.yaml",
+            "--trunk",
+            "carrier",
+            "--direction",
+            "out",
+            "--file",
+            "m.sip",
+            "--json",
         ])
         .unwrap();
         assert_eq!(
@@ -168,9 +176,17 @@ mod tests {
             })
         );
         assert_eq!(
-            parse(&["normalize", "--config", "c.yaml", "--trunk", "t", "--direction", "up"])
-                .unwrap_err()
-                .kind(),
+            parse(&[
+                "normalize",
+                "--config",
+                "c.yaml",
+                "--trunk",
+                "t",
+                "--direction",
+                "up"
+            ])
+            .unwrap_err()
+            .kind(),
             ErrorKind::InvalidValue
         );
     }

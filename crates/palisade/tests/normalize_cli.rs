@@ -50,7 +50,12 @@ fn cases() -> Vec<(PathBuf, Vec<String>)> {
             continue;
         }
         let cfg = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
-        let spec = cfg.lines().next().unwrap().strip_prefix("# golden:").unwrap();
+        let spec = cfg
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# golden:")
+            .unwrap();
         let mut args = vec![
             "normalize".to_owned(),
             "--config".to_owned(),
@@ -97,7 +102,10 @@ fn every_golden_case_through_the_binary() {
             assert!(report.contains("(no rule fired)"), "{name}: {report}");
         } else {
             assert!(report.contains(&fired), "{name}: {report}\nlacks\n{fired}");
-            assert!(report.contains("--- before\n+++ after\n@@ "), "{name}: {report}");
+            assert!(
+                report.contains("--- before\n+++ after\n@@ "),
+                "{name}: {report}"
+            );
         }
 
         // JSON from standard input.
@@ -215,7 +223,15 @@ fn unknown_trunk_exits_2_and_bad_message_exits_4_with_offset() {
     std::fs::write(&cfg, GOOD).unwrap();
     let cfg = cfg.to_str().unwrap();
     let out = run(
-        &["normalize", "-c", cfg, "--trunk", "nope", "--direction", "in"],
+        &[
+            "normalize",
+            "-c",
+            cfg,
+            "--trunk",
+            "nope",
+            "--direction",
+            "in",
+        ],
         Some(b""),
     );
     assert_eq!(out.status.code(), Some(2));
@@ -227,13 +243,23 @@ fn unknown_trunk_exits_2_and_bad_message_exits_4_with_offset() {
     // A header line without a colon, on line 3.
     let msg = b"OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nbroken line\nFrom: <sip:a@h>;tag=1\nTo: <sip:b@h>\nCall-ID: x\nCSeq: 1 OPTIONS\n\n";
     let out = run(
-        &["normalize", "-c", cfg, "--trunk", "pbx", "--direction", "in"],
+        &[
+            "normalize",
+            "-c",
+            cfg,
+            "--trunk",
+            "pbx",
+            "--direction",
+            "in",
+        ],
         Some(msg),
     );
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("the message does not parse: malformed header line at byte 61 (line 3, column 1)"),
+        err.contains(
+            "the message does not parse: malformed header line at byte 61 (line 3, column 1)"
+        ),
         "{err}"
     );
     let missing = dir.join("absent.sip");
@@ -255,7 +281,15 @@ fn unknown_trunk_exits_2_and_bad_message_exits_4_with_offset() {
     // No profile on the trunk: the message comes back unchanged, and says so.
     let ok = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     let out = run(
-        &["normalize", "-c", cfg, "--trunk", "pbx", "--direction", "out"],
+        &[
+            "normalize",
+            "-c",
+            cfg,
+            "--trunk",
+            "pbx",
+            "--direction",
+            "out",
+        ],
         Some(ok),
     );
     assert_eq!(out.status.code(), Some(0));

@@ -448,6 +448,7 @@ impl Engine {
             trunk_name: name,
             direction: Direction::Inbound,
             source: None,
+            other_trunk: None,
         };
         let mut edit = Editor::new(&msg);
         for s in stages {
@@ -675,10 +676,8 @@ impl Engine {
         w.header(HeaderName::Server, &self.cfg.node().user_agent);
         extra(&mut w);
         let bytes = w.finish(content_type, body.unwrap_or(&[]));
-        let trunk = t
-            .call
-            .and_then(|(c, s)| self.calls.get(&c).map(|call| call.leg(s).trunk));
-        let bytes = self.run_stages(trunk, bytes, None);
+        let call = t.call;
+        let bytes = self.run_stages(call, bytes, None);
         let Some(t) = self.server.get_mut(&id) else {
             return;
         };
@@ -753,8 +752,21 @@ impl Engine {
         call: Option<(CallRef, Side)>,
         purpose: Purpose,
     ) -> Option<TxnId> {
-        let trunk = call.and_then(|(c, s)| self.calls.get(&c).map(|call| call.leg(s).trunk));
-        let bytes = self.run_stages(trunk, bytes, None);
+        self.send_request_from(now, flow, bytes, call, purpose, None)
+    }
+
+    /// [`Self::send_request`] for a request made from `source`, a message
+    /// received on the other leg, which the trunk's stages get to see.
+    fn send_request_from(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        bytes: Bytes,
+        call: Option<(CallRef, Side)>,
+        purpose: Purpose,
+        source: Option<&Message>,
+    ) -> Option<TxnId> {
+        let bytes = self.run_stages(call, bytes, source);
         let limits = ParseLimits {
             max_message_bytes: usize::MAX,
             max_headers: usize::MAX,
@@ -1027,11 +1039,15 @@ impl Engine {
 
     fn run_stages(
         &mut self,
-        trunk: Option<TrunkId>,
+        call: Option<(CallRef, Side)>,
         bytes: Bytes,
         source: Option<&Message>,
     ) -> Bytes {
-        let Some(trunk) = trunk else {
+        let Some((trunk, other_trunk)) = call.and_then(|(c, s)| {
+            self.calls
+                .get(&c)
+                .map(|call| (call.leg(s).trunk, call.leg(s.other()).trunk))
+        }) else {
             return bytes;
         };
         let Some(stages) = self.stages.get(&trunk) else {
@@ -1054,6 +1070,7 @@ impl Engine {
             trunk_name: name,
             direction: Direction::Outbound,
             source,
+            other_trunk: Some(other_trunk),
         };
         let mut edit = Editor::new(&msg);
         for s in stages {
@@ -1426,9 +1443,14 @@ impl Engine {
             r.target_cseq = seq;
         }
         let idx = call.attempts.len();
-        let Some(id) =
-            self.send_request(now, flow, bytes, Some((c, Side::B)), Purpose::Attempt(idx))
-        else {
+        let Some(id) = self.send_request_from(
+            now,
+            flow,
+            bytes,
+            Some((c, Side::B)),
+            Purpose::Attempt(idx),
+            Some(&a_invite),
+        ) else {
             return;
         };
         if let Some(call) = self.calls.get_mut(&c) {
@@ -1702,6 +1724,7 @@ impl Engine {
             if !first_final {
                 return;
             }
+            self.adopt_sent_identity(c, txn);
             self.on_answer(now, c, m);
             return;
         }
@@ -1723,6 +1746,31 @@ impl Engine {
             );
         }
         self.next_member_or_fail(now, c, member, status);
+    }
+
+    /// The dialog on leg B keeps the From and To its answered INVITE was
+    /// sent with, after the trunk's stages (number normalization, privacy):
+    /// in-dialog requests then carry the same identities as the INVITE.
+    fn adopt_sent_identity(&mut self, c: CallRef, txn: TxnId) {
+        let Some(sent) = self.client.get(&txn).map(|t| t.request.clone()) else {
+            return;
+        };
+        let value = |name: HeaderName| {
+            sent.headers()
+                .find(|h| h.name == name)
+                .and_then(|h| h.value_str().ok())
+                .map(str::to_owned)
+        };
+        let from = value(HeaderName::From);
+        let to = sent.to().ok().map(|t| without_tag(&t));
+        if let Some(call) = self.calls.get_mut(&c) {
+            if let Some(from) = from {
+                call.b.local_hdr = from;
+            }
+            if let Some(to) = to {
+                call.b.remote_base = to;
+            }
+        }
     }
 
     /// The callee answered the initial INVITE.

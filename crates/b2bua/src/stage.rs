@@ -29,8 +29,13 @@ pub struct StageContext<'a> {
     /// Direction of the message.
     pub direction: Direction,
     /// For messages Palisade relays, the message received on the other leg
-    /// (a stage may copy from it what policy allows).
+    /// (a stage may copy from it what policy allows). Set for the initial
+    /// INVITE of a call (the caller's INVITE).
     pub source: Option<&'a Message>,
+    /// For outbound messages of a call, the trunk of the other leg (where
+    /// the call came from or goes to); `None` for inbound messages and
+    /// messages outside a call.
+    pub other_trunk: Option<TrunkId>,
 }
 
 /// One step of a leg's pipeline.

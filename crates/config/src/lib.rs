@@ -20,6 +20,7 @@
 
 mod error;
 mod model;
+pub mod normalization;
 mod raw;
 mod reload;
 mod validate;
@@ -35,6 +36,7 @@ pub use model::{
     Config, Latching, LogFormat, Logging, Media, MediaRange, Member, Node, Route, RtcpMuxPolicy,
     Shutdown, Sip, SrtpPolicy, Trunk, TrunkId, TrunkMedia, Zone, ZoneId,
 };
+pub use normalization::{Normalization, ProfileId, TrunkNormalization};
 pub use palisade_sip::Transport;
 
 /// Files larger than this are refused before parsing (a real configuration

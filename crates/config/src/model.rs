@@ -189,6 +189,12 @@ pub struct Trunk {
     /// Non-structural header names allowed to cross into messages sent to this
     /// trunk, lower-cased, without duplicates.
     pub pass_headers: Vec<String>,
+    /// Inside the trust domain (RFC 3325): may receive P-Asserted-Identity
+    /// and a caller's identity when the caller asked for `Privacy: id`.
+    /// `trusted`, default true.
+    pub trusted: bool,
+    /// Normalization profiles run on this trunk's messages.
+    pub normalization: crate::normalization::TrunkNormalization,
     /// Media policy on this trunk's legs.
     pub media: TrunkMedia,
 }
@@ -368,6 +374,7 @@ pub struct Config {
     pub(crate) routes_from: Vec<Vec<u32>>,
     /// Indices of routes without `from_trunk`, ascending.
     pub(crate) routes_from_any: Vec<u32>,
+    pub(crate) normalization: crate::normalization::Normalization,
 }
 
 impl Config {
@@ -409,6 +416,11 @@ impl Config {
     /// `logging:` settings.
     pub fn logging(&self) -> &Logging {
         &self.logging
+    }
+
+    /// `normalization:` profiles and privacy policy.
+    pub fn normalization(&self) -> &crate::normalization::Normalization {
+        &self.normalization
     }
 
     /// The zone `id`; `None` only for an id from another `Config` with more zones.

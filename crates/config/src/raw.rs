@@ -21,6 +21,7 @@ pub(crate) struct RawConfig {
     pub media: Option<RawMediaSection>,
     pub shutdown: Option<RawShutdown>,
     pub logging: Option<RawLogging>,
+    pub normalization: Option<crate::normalization::raw::RawNormalization>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +80,8 @@ pub(crate) struct RawTrunk {
     pub source_addresses: Option<Vec<S<String>>>,
     pub member_timeout_ms: Option<S<u64>>,
     pub pass_headers: Option<Vec<S<String>>>,
+    pub trusted: Option<S<bool>>,
+    pub normalization: Option<crate::normalization::raw::RawTrunkNormalization>,
     pub media: Option<RawTrunkMedia>,
 }
 

@@ -240,6 +240,30 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let trunks = trunks(&mut cx, &raw.trunks, &zones, &zone_ok, &sip);
     let routes = routes(&mut cx, &raw.routes, &trunks);
     let media = media_section(&mut cx, &raw.media.unwrap_or_default());
+    let trunk_ids: HashMap<&str, TrunkId> = {
+        let mut m = HashMap::new();
+        for (t, _) in &trunks {
+            m.entry(t.name.as_str()).or_insert(t.id);
+        }
+        m
+    };
+    let normalization = crate::normalization::normalization(
+        &mut cx.problems,
+        raw.normalization.as_ref(),
+        &trunk_ids,
+    );
+    drop(trunk_ids);
+    let mut trunks = trunks;
+    for (i, (t, _)) in trunks.iter_mut().enumerate() {
+        if let Some(rt) = raw.trunks.value.get(i) {
+            t.normalization = crate::normalization::trunk_normalization(
+                &mut cx.problems,
+                rt.value.normalization.as_ref(),
+                &format!("trunks[{i}]"),
+                &normalization.profiles,
+            );
+        }
+    }
     let shutdown = {
         let s = raw.shutdown.unwrap_or_default();
         Shutdown {
@@ -280,6 +304,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         sources,
         routes_from,
         routes_from_any,
+        normalization,
     })
 }
 
@@ -861,6 +886,8 @@ fn trunks(
                 member_timeout,
                 pass_headers,
                 media,
+                trusted: t.trusted.as_ref().is_none_or(|v| v.value),
+                normalization: crate::normalization::TrunkNormalization::default(),
             },
             sources,
         ));
@@ -1287,7 +1314,7 @@ fn prefixes(cx: &mut Ctx, r: &RawRoute, p: &str) -> Vec<String> {
 
 /// The regex crate's errors span several lines (pattern, caret, message);
 /// keep the one that says what is wrong.
-fn regex_error_line(e: &regex::Error) -> String {
+pub(crate) fn regex_error_line(e: &regex::Error) -> String {
     match e {
         regex::Error::CompiledTooBig(limit) => {
             format!("compiles to more than {limit} bytes; simplify it")

@@ -11,7 +11,8 @@ Exit codes:
   0  success (run: stopped by SIGTERM/SIGINT after draining)
   1  internal error (runtime, signals, entropy, engine failure)
   2  invalid configuration, or invalid command line
-  3  a listener could not be bound";
+  3  a listener could not be bound
+  4  normalize: the message cannot be read or does not parse";
 
 /// Palisade session border controller.
 #[derive(Debug, Parser)]
@@ -31,6 +32,44 @@ pub enum Command {
     /// Load and validate a configuration file, print a summary, and exit.
     /// Never opens a socket.
     CheckConfig(CheckConfigArgs),
+    /// Dry-run a trunk's normalization on one SIP message: prints the message
+    /// as Palisade would send it (out) or process it (in), the rules that
+    /// fired and what they changed, and a unified diff. Never opens a socket.
+    Normalize(NormalizeArgs),
+}
+
+/// Which way the message goes, seen from Palisade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DirectionArg {
+    /// Received from the trunk (inbound profiles; before routing).
+    In,
+    /// Sent to the trunk (outbound profiles and privacy): give the message
+    /// as Palisade built it for the trunk, before normalization.
+    Out,
+}
+
+/// `palisade normalize`.
+#[derive(Debug, Args, PartialEq, Eq)]
+pub struct NormalizeArgs {
+    /// The YAML configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The trunk whose profiles run.
+    #[arg(long, value_name = "NAME")]
+    pub trunk: String,
+    /// in: as received from the trunk; out: as sent to it.
+    #[arg(long, value_enum)]
+    pub direction: DirectionArg,
+    /// The message (LF or CRLF line ends); standard input when absent.
+    #[arg(short, long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// For --direction out: the trunk the call comes from (what
+    /// `match.source_trunk` sees).
+    #[arg(long, value_name = "NAME")]
+    pub source_trunk: Option<String>,
+    /// Print one JSON object (message, fired rules, diff) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `palisade run`.
@@ -107,6 +146,48 @@ mod tests {
                 .unwrap_err()
                 .kind(),
             ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn normalize_takes_config_trunk_direction_and_an_optional_file() {
+        let cli = parse(&[
+            "normalize",
+            "--config",
+            "c.yaml",
+            "--trunk",
+            "carrier",
+            "--direction",
+            "out",
+            "--file",
+            "m.sip",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Normalize(NormalizeArgs {
+                config: PathBuf::from("c.yaml"),
+                trunk: "carrier".into(),
+                direction: DirectionArg::Out,
+                file: Some(PathBuf::from("m.sip")),
+                source_trunk: None,
+                json: true,
+            })
+        );
+        assert_eq!(
+            parse(&[
+                "normalize",
+                "--config",
+                "c.yaml",
+                "--trunk",
+                "t",
+                "--direction",
+                "up"
+            ])
+            .unwrap_err()
+            .kind(),
+            ErrorKind::InvalidValue
         );
     }
 

@@ -282,6 +282,8 @@ impl EngineLoop {
         match c {
             Control::Reload(cfg, done) => {
                 self.engine.reload(Arc::clone(&cfg));
+                // `reload` drops every trunk's stages: install the new ones.
+                install_stages(&mut self.engine, &cfg);
                 self.cfg = cfg;
                 // The supervisor may have stopped waiting; nothing to do then.
                 let _ = done.send(());
@@ -455,6 +457,16 @@ fn log_media_stats(call: CallRef, stream: u8, a: &DirectionStats, b: &DirectionS
         b_packets = b.packets, b_bytes = b.bytes, b_lost = b.lost,
         b_jitter_ms = %OptF32(Some(b.jitter_ms)), b_rtt_ms = %OptF32(b.rtt_ms),
         b_mos = %OptF32(b.mos), b_dropped = b.dropped);
+}
+
+/// Installs the per-trunk stages `cfg` asks for (normalization today).
+pub fn install_stages(engine: &mut Engine, cfg: &Arc<Config>) {
+    let program = palisade_normalize::Program::new(Arc::clone(cfg));
+    let stages = palisade_normalize::install(engine, &program);
+    let profiles = cfg.normalization().profiles.len();
+    if stages > 0 {
+        info!(stages, profiles, "normalization stages installed");
+    }
 }
 
 /// The first line of a message, escaped, for trace logs.

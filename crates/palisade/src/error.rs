@@ -13,6 +13,8 @@ pub const EXIT_INTERNAL: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 /// A listener could not be bound.
 pub const EXIT_BIND: u8 = 3;
+/// `normalize`: the message could not be read or does not parse.
+pub const EXIT_MESSAGE: u8 = 4;
 
 /// A fatal error of the binary.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,24 @@ pub enum AppError {
     /// More listeners than ids.
     #[error(transparent)]
     TooManyListeners(#[from] TooManyListeners),
+    /// `normalize` names a trunk the configuration lacks.
+    #[error("{0}")]
+    UnknownTrunk(palisade_normalize::DryRunError),
+
+    // --- Input: the message given to `normalize`. ---
+    /// The message file could not be read.
+    #[error("cannot read the message from {what}: {source}")]
+    MessageRead {
+        /// The file, or standard input.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The message does not parse.
+    #[error("{0}")]
+    MessageParse(palisade_normalize::DryRunError),
+
     /// The listeners could not be started (the message names the address).
     #[error("cannot start listeners: {0}")]
     Listen(#[from] TransportError),
@@ -60,7 +80,10 @@ impl AppError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Config(_) | AppError::TooManyListeners(_) => EXIT_CONFIG,
+            AppError::Config(_) | AppError::TooManyListeners(_) | AppError::UnknownTrunk(_) => {
+                EXIT_CONFIG
+            }
+            AppError::MessageRead { .. } | AppError::MessageParse(_) => EXIT_MESSAGE,
             AppError::Listen(TransportError::Bind { .. }) => EXIT_BIND,
             AppError::Listen(_)
             | AppError::Runtime(_)

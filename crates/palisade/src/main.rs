@@ -17,7 +17,8 @@
 //! decides when those run and what gets logged.
 //!
 //! Exit codes: 0 success, 1 internal error, 2 invalid configuration (and, from
-//! clap, an invalid command line), 3 a listener could not be bound.
+//! clap, an invalid command line), 3 a listener could not be bound, 4
+//! (`normalize`) the message cannot be read or does not parse.
 //!
 //! This binary is the one place that reads the clock: [`now`].
 
@@ -27,6 +28,7 @@ mod error;
 mod listeners;
 mod logging;
 mod media;
+mod normalize;
 mod run;
 
 use std::path::Path;
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(&args.config),
         Command::CheckConfig(args) => check_config(&args.file),
+        Command::Normalize(args) => normalize::run(&args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

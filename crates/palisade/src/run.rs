@@ -122,6 +122,7 @@ async fn serve(
 
     let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
     let mut engine = Engine::new(Arc::clone(&config), seed);
+    crate::engine_loop::install_stages(&mut engine, &config);
     if let Some((em, _)) = &engine_media {
         engine.set_media(Box::new(em.media.clone()));
     }

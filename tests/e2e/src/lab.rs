@@ -47,6 +47,12 @@ pub struct LabConfig {
     pub pbx_media: String,
     /// The carrier trunk's `media:` policy (flow mapping body), or empty.
     pub carrier_media: String,
+    /// YAML lines added to the `pbx` trunk (indented 4 spaces, each ending in a newline).
+    pub pbx_trunk_extra: String,
+    /// YAML lines added to the `carrier` trunk (indented 4 spaces).
+    pub carrier_trunk_extra: String,
+    /// Top-level YAML sections appended to the config (e.g. `normalization:`).
+    pub extra_sections: String,
 }
 
 impl Default for LabConfig {
@@ -63,6 +69,9 @@ impl Default for LabConfig {
             media: String::new(),
             pbx_media: String::new(),
             carrier_media: String::new(),
+            pbx_trunk_extra: String::new(),
+            carrier_trunk_extra: String::new(),
+            extra_sections: String::new(),
         }
     }
 }
@@ -100,6 +109,9 @@ impl LabConfig {
             media,
             pbx_media,
             carrier_media,
+            pbx_trunk_extra,
+            carrier_trunk_extra,
+            extra_sections,
             ..
         } = self;
         let pbx_media = trunk_media(pbx_media);
@@ -140,6 +152,7 @@ trunks:\n\
 \x20       port: {pbx_port}\n\
 \x20       transport: {pbx_transport}\n\
 {pbx_media}\
+{pbx_trunk_extra}\
 \x20 - name: carrier\n\
 \x20   zone: outside\n\
 \x20   members:\n\
@@ -150,6 +163,7 @@ trunks:\n\
 \x20       port: {carrier_port}\n\
 \x20       transport: udp\n\
 {carrier_media}\
+{carrier_trunk_extra}\
 \n\
 routes:\n\
 \x20 - name: pbx-to-carrier\n\
@@ -173,7 +187,8 @@ shutdown:\n\
 \n\
 logging:\n\
 \x20 format: text\n\
-\x20 level: {log_level}\n"
+\x20 level: {log_level}\n\
+{extra_sections}"
         )
     }
 }

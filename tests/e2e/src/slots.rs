@@ -91,6 +91,15 @@ slots! {
     MediaPortExhaustion = 66,
     /// baresip both sides, the carrier calling in (SRTP) to the PBX (RTP).
     MediaSrtpBaresipInbound = 67,
+    // Normalization and edge (100-119).
+    /// PBX -> carrier with the carrier's outbound profile (E.164 -> national, X-MS-SBC, User-Agent).
+    NormalizeOutbound = 100,
+    /// Carrier -> PBX with the carrier's inbound profile (national -> E.164, so routing works).
+    NormalizeInbound = 101,
+    /// The normalization scenarios' checks, directly (no Palisade): pass when right, fail when wrong.
+    NormalizeDirectChecks = 102,
+    /// Without the inbound profile the carrier's national number has no route: 404.
+    NormalizeInboundWithoutProfile = 103,
 }
 
 impl Slot {

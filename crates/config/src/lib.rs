@@ -32,8 +32,8 @@ use serde::Deserialize;
 pub use error::{ConfigError, Problem};
 pub use ipnet::IpNet;
 pub use model::{
-    Config, LogFormat, Logging, MediaRange, Member, Node, Route, Shutdown, Sip, Trunk, TrunkId,
-    Zone, ZoneId,
+    Config, Destination, Dns, DnsMember, Health, LogFormat, Logging, MediaRange, Member, Node,
+    Probe, Route, Shutdown, Sip, Trunk, TrunkId, Zone, ZoneId,
 };
 pub use palisade_sip::Transport;
 

@@ -23,6 +23,7 @@ mod call;
 mod engine;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod health;
 mod hooks;
 mod ids;
 pub mod sdp;
@@ -32,6 +33,7 @@ use std::net::SocketAddr;
 
 pub use call::{CallRef, Flow, Side};
 pub use engine::{Engine, Transmit};
+pub use health::{HealthChange, ProbeOutcome, Target, TargetState, TargetStatus};
 pub use hooks::{
     CallEnd, CallInfo, GuardHook, MediaHook, MediaRefusal, NoGuard, OriginOnly, SdpContext,
     SdpKind, Verdict,
@@ -175,9 +177,12 @@ pub enum Event {
         method: palisade_sip::Method,
         /// The status sent.
         status: u16,
-        /// Why (stable name: `unknown-source`, `no-route`, `draining`...).
+        /// Why (stable name: `unknown-source`, `no-route`, `draining`,
+        /// `dns-pending`...).
         reason: &'static str,
     },
+    /// A trunk target went down or came back up (OPTIONS probes).
+    TargetHealth(HealthChange),
 }
 
 /// Engine counters since start (gauges noted).
@@ -226,6 +231,12 @@ pub struct EngineStats {
     pub guard_timeouts: u64,
     /// Internal errors (a bug if non-zero).
     pub internal_errors: u64,
+    /// OPTIONS health probes sent to trunk targets.
+    pub probes_sent: u64,
+    /// Targets dropped from DNS answers longer than the per-trunk cap.
+    pub targets_truncated: u64,
+    /// Gauge: trunk targets marked down by probes.
+    pub targets_down: u64,
     /// Gauge: calls in progress (not yet ended).
     pub active_calls: u64,
     /// Gauge: calls held in memory, including ended calls whose last

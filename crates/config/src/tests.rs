@@ -1691,7 +1691,11 @@ fn health_defaults_and_rules() {
         )
     };
     let h = ok(&with("      interval_seconds: 5\n")).trunks()[0].health;
-    assert_eq!(h.probe, Probe::Options, "the section alone turns probing on");
+    assert_eq!(
+        h.probe,
+        Probe::Options,
+        "the section alone turns probing on"
+    );
     assert_eq!(h.interval, Duration::from_secs(5));
     let h = ok(&with("      probe: off\n")).trunks()[0].health;
     assert_eq!(h.probe, Probe::Off);

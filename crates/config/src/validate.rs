@@ -852,7 +852,11 @@ fn trunks(
                 members.push(*member);
                 sources.push(SourceEntry {
                     net: IpNet::from(normalise(member.address)),
-                    at: m.value.address.as_ref().map_or(m.referenced, |a| a.referenced),
+                    at: m
+                        .value
+                        .address
+                        .as_ref()
+                        .map_or(m.referenced, |a| a.referenced),
                     path: format!("{p}.members[{j}].address"),
                 });
             }
@@ -1092,22 +1096,17 @@ fn dns(cx: &mut Ctx, raw: Option<&S<RawDns>>) -> Dns {
         }
         for (j, v) in list.value.iter().enumerate() {
             let text = v.value.trim();
-            let parsed = text
-                .parse::<std::net::SocketAddr>()
-                .ok()
-                .or_else(|| {
-                    text.parse::<IpAddr>()
-                        .ok()
-                        .map(|ip| std::net::SocketAddr::new(ip, DNS_PORT))
-                });
+            let parsed = text.parse::<std::net::SocketAddr>().ok().or_else(|| {
+                text.parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| std::net::SocketAddr::new(ip, DNS_PORT))
+            });
             match parsed {
                 Some(sa) if sa.port() != 0 && !sa.ip().is_unspecified() => servers.push(sa),
                 _ => cx.err(
                     v.referenced,
                     format!("dns.servers[{j}]"),
-                    format!(
-                        "`{text}` is not IP or IP:PORT (IPv6 with a port as [::1]:53)"
-                    ),
+                    format!("`{text}` is not IP or IP:PORT (IPv6 with a port as [::1]:53)"),
                 ),
             }
         }

@@ -349,6 +349,20 @@ impl EngineLoop {
                 debug!(zone = %self.zone_name(flow.zone), transport = %flow.transport,
                     remote = %flow.remote, method = %method, status, reason = %reason, "request rejected");
             }
+            Event::TargetHealth(c) => {
+                let line = format!(
+                    "trunk={} member={} transport={} state={} probe={}",
+                    c.trunk,
+                    c.target.addr,
+                    c.target.transport,
+                    c.state.as_str(),
+                    c.outcome.as_str()
+                );
+                match c.state {
+                    palisade_b2bua::TargetState::Down => warn!("{line}"),
+                    palisade_b2bua::TargetState::Up => info!("{line}"),
+                }
+            }
         }
     }
 }

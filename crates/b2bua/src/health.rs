@@ -573,6 +573,7 @@ pub(crate) fn probe_request(
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the virtual clock needs one real origin
 mod tests {
     use super::*;
     use proptest::prelude::*;

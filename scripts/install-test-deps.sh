@@ -10,9 +10,13 @@
 # Usage: scripts/install-test-deps.sh        (as root, or with sudo available)
 set -euo pipefail
 
+# Debian installs daemons such as dnsmasq in /usr/sbin, not always on PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
+
 # command  Debian package   why
 TOOLS=(
     "sipp:sip-tester"       # the PBX and carrier peers in every call test
+    "dnsmasq:dnsmasq-base"  # the DNS server of the FQDN trunk tests (NAPTR, SRV, A)
 )
 
 missing_pkgs=()
@@ -25,7 +29,7 @@ for entry in "${TOOLS[@]}"; do
 done
 
 if [ "${#missing_pkgs[@]}" -eq 0 ]; then
-    echo "install-test-deps: all tools present (sipp: $(command -v sipp))"
+    echo "install-test-deps: all tools present (sipp: $(command -v sipp), dnsmasq: $(command -v dnsmasq))"
     exit 0
 fi
 

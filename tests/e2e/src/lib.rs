@@ -5,7 +5,8 @@
 //! `tests/e2e/out/<slot>/`), driving real SIPp peers ([`Sipp`]), reading
 //! SIPp message logs ([`msglog`]), scanning what each peer received for
 //! topology leaks ([`leak`]), raw UDP/TCP probes ([`raw`]) and the
-//! malformed-input corpus ([`corpus`]).
+//! malformed-input corpus ([`corpus`]), and a DNS server for tests
+//! ([`dnsmasq`]).
 //!
 //! Does not own: the binary or any protocol logic. Tests here observe Palisade
 //! only from the wire, exactly as a PBX or a carrier would.
@@ -18,6 +19,7 @@
 //! install hint (`scripts/install-test-deps.sh`).
 
 pub mod corpus;
+pub mod dnsmasq;
 pub mod lab;
 pub mod leak;
 pub mod msglog;

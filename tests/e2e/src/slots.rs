@@ -74,6 +74,11 @@ slots! {
     CheckConfigBad = 37,
     RunBadConfig = 38,
     CheckConfigGood = 39,
+    // DNS trunks and health probes (120-129).
+    /// FQDN carrier trunk (NAPTR -> SRV -> A from dnsmasq): primary, then SRV failover.
+    DnsSrvFailover = 120,
+    /// OPTIONS probes take a stopped primary out of routing and put it back.
+    DnsHealthProbes = 121,
 }
 
 impl Slot {

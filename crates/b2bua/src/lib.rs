@@ -4,7 +4,8 @@
 //! tags, CSeq, branches and Contact; the server and client transactions of
 //! both legs (driving the `palisade-transaction` machines); routing from the
 //! source trunk and dialled number to a destination trunk, with ordered
-//! failover across its members; relaying of responses, re-INVITEs and
+//! failover across its members' targets (DNS names expanded by the binary's
+//! resolver, members marked down by OPTIONS probes skipped: [`health`]); relaying of responses, re-INVITEs and
 //! in-dialog requests; per-leg ACK generation; CANCEL; teardown on BYE,
 //! timeouts and vanished peers; and topology hiding by construction: every
 //! message a leg receives is built from that leg's own state, and only

@@ -37,7 +37,13 @@ impl Dnsmasq {
     /// `domain`, with `records`: dnsmasq options such as
     /// `--srv-host=...`, `--host-record=...`, `--naptr-record=...`.
     /// Records get a TTL of `ttl_seconds`. Waits (5 s at most) until it is bound.
-    pub fn start(dir: &Path, addr: SocketAddr, domain: &str, ttl_seconds: u32, records: &[String]) -> Dnsmasq {
+    pub fn start(
+        dir: &Path,
+        addr: SocketAddr,
+        domain: &str,
+        ttl_seconds: u32,
+        records: &[String],
+    ) -> Dnsmasq {
         let log = dir.join("dnsmasq.log");
         let _ = std::fs::remove_file(&log);
         let mut args: Vec<String> = vec![
@@ -57,8 +63,11 @@ impl Dnsmasq {
             format!("--log-facility={}", log.display()),
         ];
         args.extend(records.iter().cloned());
-        std::fs::write(dir.join("dnsmasq.cmd"), format!("dnsmasq {}\n", args.join(" ")))
-            .unwrap_or_else(|e| panic!("write dnsmasq.cmd: {e}"));
+        std::fs::write(
+            dir.join("dnsmasq.cmd"),
+            format!("dnsmasq {}\n", args.join(" ")),
+        )
+        .unwrap_or_else(|e| panic!("write dnsmasq.cmd: {e}"));
         let out = std::fs::File::create(dir.join("dnsmasq.stdout"))
             .unwrap_or_else(|e| panic!("create dnsmasq.stdout: {e}"));
         let err = out.try_clone().unwrap_or_else(|e| panic!("dup: {e}"));

@@ -20,8 +20,14 @@ fn records(slot: Slot) -> Vec<String> {
         "--naptr-record=carrier.test,10,50,S,SIP+D2U,,_sip._udp.carrier.test".to_owned(),
         "--srv-host=_sip._udp.carrier.test,primary.carrier.test,5080,10,50".to_owned(),
         "--srv-host=_sip._udp.carrier.test,secondary.carrier.test,5080,20,50".to_owned(),
-        format!("--host-record=primary.carrier.test,{}", net.carrier_primary_ip()),
-        format!("--host-record=secondary.carrier.test,{}", net.carrier_secondary_ip()),
+        format!(
+            "--host-record=primary.carrier.test,{}",
+            net.carrier_primary_ip()
+        ),
+        format!(
+            "--host-record=secondary.carrier.test,{}",
+            net.carrier_secondary_ip()
+        ),
     ]
 }
 
@@ -121,7 +127,10 @@ fn fqdn_trunk_reaches_the_srv_primary_then_fails_over_to_the_secondary() {
     );
 
     // 1. The call goes to the SRV primary, with the domain in the Request-URI.
-    lab.pbx_uac("uac_call").pause_ms(200).run().assert_success(1);
+    lab.pbx_uac("uac_call")
+        .pause_ms(200)
+        .run()
+        .assert_success(1);
     assert_eq!(invites(&primary), 1);
     assert_eq!(invites(&secondary), 0);
 
@@ -130,7 +139,10 @@ fn fqdn_trunk_reaches_the_srv_primary_then_fails_over_to_the_secondary() {
     let primary = primary.kill();
     assert_eq!(failed_calls(&primary), 0, "{:?}", primary.stats);
     let before = lab.log().matches("event=failover").count();
-    lab.pbx_uac("uac_call").pause_ms(200).run().assert_success(1);
+    lab.pbx_uac("uac_call")
+        .pause_ms(200)
+        .run()
+        .assert_success(1);
     assert_eq!(invites(&secondary), 1);
     let log = lab.log();
     assert_eq!(log.matches("event=failover").count(), before + 1);
@@ -167,15 +179,20 @@ fn probes_mark_a_stopped_primary_down_and_up_again() {
     wait_log(&lab, "trunk targets from DNS", 1, Duration::from_secs(10));
     // Probes reach both members and are answered.
     let probed = wait_until(Duration::from_secs(5), || {
-        [&primary, &secondary].iter().all(|p| {
-            p.messages()
-                .iter()
-                .any(|m| m.is_request("OPTIONS"))
-        })
+        [&primary, &secondary]
+            .iter()
+            .all(|p| p.messages().iter().any(|m| m.is_request("OPTIONS")))
     });
-    assert!(probed, "no OPTIONS probes reached the members\n{}", lab.log_tail(30));
+    assert!(
+        probed,
+        "no OPTIONS probes reached the members\n{}",
+        lab.log_tail(30)
+    );
 
-    lab.pbx_uac("uac_call").pause_ms(200).run().assert_success(1);
+    lab.pbx_uac("uac_call")
+        .pause_ms(200)
+        .run()
+        .assert_success(1);
     assert_eq!(invites(&primary), 1);
 
     // The primary stops answering: two silent probes mark it down.
@@ -189,9 +206,10 @@ fn probes_mark_a_stopped_primary_down_and_up_again() {
 
     // The next call goes straight to the secondary: no failover, no wait.
     let before = lab.log().matches("event=failover").count();
-    let started = palisade_e2e::net::now();
-    lab.pbx_uac("uac_call").pause_ms(200).run().assert_success(1);
-    let took = started.elapsed();
+    lab.pbx_uac("uac_call")
+        .pause_ms(200)
+        .run()
+        .assert_success(1);
     assert_eq!(invites(&secondary), 1);
     let log = lab.log();
     assert_eq!(
@@ -204,11 +222,14 @@ fn probes_mark_a_stopped_primary_down_and_up_again() {
         "event=attempt member={} index=0",
         net.carrier_secondary()
     )));
-    // The whole call (200 ms pause included) took less than a member timeout.
-    assert!(
-        took < Duration::from_millis(MEMBER_TIMEOUT_MS),
-        "the call took {took:?}"
-    );
+    // Post-dial delay as Palisade measured it: far below a member timeout.
+    let setup_ms: u64 = log
+        .lines()
+        .rev()
+        .find_map(|l| l.split("event=answered setup_ms=").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("no answered event");
+    assert!(setup_ms < MEMBER_TIMEOUT_MS / 2, "setup took {setup_ms} ms");
 
     // The primary comes back: two answered probes mark it up, calls use it again.
     let primary = carrier(&lab, true, "carrier1b");
@@ -217,7 +238,10 @@ fn probes_mark_a_stopped_primary_down_and_up_again() {
         net.carrier_primary()
     );
     wait_log(&lab, &up, 1, Duration::from_secs(10));
-    lab.pbx_uac("uac_call").pause_ms(200).run().assert_success(1);
+    lab.pbx_uac("uac_call")
+        .pause_ms(200)
+        .run()
+        .assert_success(1);
     assert_eq!(invites(&primary), 1);
     assert_eq!(invites(&secondary), 1);
     for p in [primary.kill(), secondary.kill()] {

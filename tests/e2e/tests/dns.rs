@@ -57,7 +57,7 @@ fn config(slot: Slot, health: &str) -> String {
 fn start(slot: Slot, health: &str) -> (Dnsmasq, Lab) {
     // Lab::start wipes the slot's directory: dnsmasq logs beside it.
     let dir = palisade_e2e::paths::out_root().join(format!("{}-dns", slot.name()));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     let dns = Dnsmasq::start(
         &dir,
         std::net::SocketAddr::from((slot.net().ip(53), DNS_PORT)),

@@ -116,7 +116,8 @@ pub enum CallEventKind {
     Attempt {
         /// The member's address.
         member: SocketAddr,
-        /// Its position in the trunk (0 = primary).
+        /// Its position in the call's targets (0 = first): the trunk's
+        /// members in order, `host:` members expanded, down targets left out.
         index: usize,
     },
     /// A member failed; the next one is tried if any.

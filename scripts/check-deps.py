@@ -25,6 +25,10 @@ BANNED = {
 }
 # crate -> why two versions are tolerated (each entry should name the dependents).
 DUPLICATES_ALLOWED = {
+    "getrandom": "0.2 only through ring, the optional DNSSEC backend of hickory-proto that "
+                 "`cargo metadata` lists but no build enables (`cargo tree -i ring --target all` "
+                 "is empty); everything built uses 0.4 (rand 0.10)",
+    "windows-sys": "0.52 only through that same unbuilt ring (aarch64 Windows); 0.61 elsewhere",
     "syn": "proc-macro only: serde_derive/clap_derive moved to syn 3, thiserror-impl/tokio-macros "
            "and others are still on syn 2; nothing of either ends up in the binary",
     # SRTP (palisade-relay -> libsrtp) is built on the RustCrypto 0.10 generation (aes 0.8,

@@ -10,12 +10,16 @@
 # Usage: scripts/install-test-deps.sh        (as root, or with sudo available)
 set -euo pipefail
 
+# Debian installs daemons such as dnsmasq in /usr/sbin, not always on PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
+
 # command  Debian package   why
 TOOLS=(
     "sipp:sip-tester"       # the PBX and carrier peers in every call test
     "tshark:tshark"         # captures proving RTP only flows through Palisade's media addresses
     "baresip:baresip-core"  # real phones on both sides of the SRTP/RTP media tests
     "sox:sox"               # writes the test tones and checks what the phones recorded
+    "dnsmasq:dnsmasq-base"  # the DNS server of the FQDN trunk tests (NAPTR, SRV, A)
 )
 
 missing_pkgs=()

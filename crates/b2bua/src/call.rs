@@ -213,6 +213,8 @@ pub(crate) struct Call {
     pub a: Leg,
     pub b: Leg,
     pub out_trunk: TrunkId,
+    /// The targets this call walks, fixed at its start (see `crate::health`).
+    pub targets: Vec<crate::health::Target>,
     pub attempts: Vec<Attempt>,
     /// The initial INVITE's relay, then re-INVITEs one at a time.
     pub invite: Option<InviteRelay>,

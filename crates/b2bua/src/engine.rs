@@ -22,6 +22,7 @@ use smallvec::SmallVec;
 use crate::call::{
     Attempt, Call, CallRef, CallState, Flow, InviteRelay, Leg, Side, host_str, zone_port,
 };
+use crate::health::{Health, ProbeOutcome, Target, TargetStatus, probe_request};
 use crate::hooks::{
     CallEnd, CallInfo, GuardHook, MediaHook, MediaRefusal, NoGuard, OriginOnly, SdpContext,
     SdpKind, Verdict,
@@ -96,6 +97,8 @@ enum Purpose {
     Bye,
     /// A CANCEL of an attempt.
     Cancel,
+    /// An OPTIONS health probe (its id in [`Health`]).
+    Probe(u64),
 }
 
 #[derive(Debug)]
@@ -162,6 +165,10 @@ pub struct Engine {
     media: Box<dyn MediaHook>,
     guard: Box<dyn GuardHook>,
     inbound_stages: HashMap<TrunkId, Vec<Box<dyn Stage>>>,
+    /// Trunk targets (resolved DNS members) and their probe health.
+    health: Health,
+    /// The latest `now` the engine was given (schedules the first probes).
+    last_now: Option<Instant>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -228,6 +235,7 @@ impl Engine {
     /// A new engine for `cfg`, its identifiers drawn from a CSPRNG seeded
     /// with `seed` (seed from the OS in production).
     pub fn new(cfg: Arc<Config>, seed: [u8; 32]) -> Self {
+        let health = Health::new(&cfg);
         Engine {
             timers_cfg: timer_config(&cfg),
             cfg,
@@ -249,6 +257,8 @@ impl Engine {
             media: Box::new(OriginOnly),
             guard: Box::new(NoGuard),
             inbound_stages: HashMap::new(),
+            health,
+            last_now: None,
         }
         .with_tag_key()
     }
@@ -292,9 +302,25 @@ impl Engine {
     /// that zones and listeners did not change.
     pub fn reload(&mut self, cfg: Arc<Config>) {
         self.timers_cfg = timer_config(&cfg);
+        self.health.reload(&cfg);
         self.cfg = cfg;
         self.stages.clear();
         self.inbound_stages.clear();
+    }
+
+    /// Installs the resolved targets of `trunk` (by name), a trunk with
+    /// `host:` members, in failover order: the binary's resolver calls this
+    /// after the first resolution and whenever the answer changes. Targets
+    /// already known keep their health. Returns false if no trunk of that
+    /// name has DNS members. See [`crate::health`].
+    pub fn set_trunk_targets(&mut self, now: Instant, trunk: &str, targets: Vec<Target>) -> bool {
+        self.last_now = Some(now);
+        self.health.set_targets(trunk, targets)
+    }
+
+    /// Every trunk target with its health state and probe counters.
+    pub fn target_status(&self) -> Vec<TargetStatus> {
+        self.health.status()
     }
 
     /// Stops taking new calls (they get 503 with Retry-After); calls in
@@ -320,6 +346,8 @@ impl Engine {
             tracked_calls: self.calls.len() as u64,
             server_transactions: self.server.len() as u64,
             client_transactions: self.client.len() as u64,
+            targets_down: self.health.down_count() as u64,
+            targets_truncated: self.health.targets_truncated,
             ..self.stats
         }
     }
@@ -335,7 +363,11 @@ impl Engine {
 
     /// The earliest time [`Engine::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        let timers = self.timers.next_deadline();
+        match (timers, self.health.next_deadline(self.last_now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Next message to send.
@@ -386,6 +418,7 @@ impl Engine {
         remote: SocketAddr,
         data: Bytes,
     ) {
+        self.last_now = Some(now);
         self.stats.messages_received += 1;
         let flow = Flow {
             zone,
@@ -980,6 +1013,14 @@ impl Engine {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        if self
+            .health
+            .next_deadline(Some(now))
+            .is_some_and(|d| d <= now)
+        {
+            self.run_health(now);
+        }
         let due: Vec<TimerKey> = self.timers.pop_expired(now).collect();
         for key in due {
             match key {
@@ -1030,6 +1071,53 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Health probes (crate::health decides; this sends and drops)
+    // ------------------------------------------------------------------
+
+    fn run_health(&mut self, now: Instant) {
+        let out = self.health.poll(now);
+        for txn in out.abandon {
+            // A probe judged timed out: stop retransmitting it.
+            self.timers.cancel(&TimerKey::Client(txn));
+            if let Some(t) = self.client.remove(&txn)
+                && self.client_keys.get(&t.key) == Some(&txn)
+            {
+                self.client_keys.remove(&t.key);
+            }
+        }
+        for p in out.send {
+            let cfg = Arc::clone(&self.cfg);
+            let Some(zone) = cfg.zone(p.zone) else {
+                continue;
+            };
+            let bytes = probe_request(
+                zone,
+                &p.target,
+                &self.ids.call_id(),
+                &self.ids.tag(),
+                &self.ids.branch(),
+                &cfg.node().user_agent,
+            );
+            let flow = Flow {
+                zone: p.zone,
+                transport: p.target.transport,
+                remote: p.target.addr,
+            };
+            self.stats.probes_sent += 1;
+            if let Some(txn) = self.send_request(now, flow, bytes, None, Purpose::Probe(p.id)) {
+                self.health.set_probe_txn(p.id, txn);
+            }
+        }
+        self.emit_health_changes();
+    }
+
+    fn emit_health_changes(&mut self) {
+        for c in self.health.take_changes() {
+            self.emit(Event::TargetHealth(c));
         }
     }
 
@@ -1186,8 +1274,13 @@ impl Engine {
         let (Some(tin), Some(tout)) = (cfg.trunk(in_trunk), cfg.trunk(out_trunk)) else {
             return self.reject(flow, msg, 500, "config");
         };
-        let Some(first) = tout.members.first() else {
-            return self.reject(flow, msg, 500, "config");
+        // The targets this call walks: the trunk's up targets in order (all
+        // of them when every one is down); none yet while DNS is pending.
+        let Some(targets) = self.health.plan(&tout.name) else {
+            return self.reject(flow, msg, 503, "dns-pending");
+        };
+        let Some(first) = targets.first().cloned() else {
+            return self.reject(flow, msg, 503, "no-targets");
         };
         let Some(out_zone) = cfg.zone(tout.zone) else {
             return self.reject(flow, msg, 500, "config");
@@ -1260,7 +1353,7 @@ impl Engine {
         let b_flow = Flow {
             zone: tout.zone,
             transport: first.transport,
-            remote: first.socket_addr(),
+            remote: first.addr,
         };
         let b_tag = self.ids.tag();
         let caller = msg.from().ok();
@@ -1318,6 +1411,7 @@ impl Engine {
                 a,
                 b,
                 out_trunk,
+                targets,
                 attempts: Vec::new(),
                 invite: Some(InviteRelay {
                     origin: Side::A,
@@ -1357,7 +1451,8 @@ impl Engine {
         self.start_attempt(now, call_ref, 0, &number, user_phone);
     }
 
-    /// Sends the initial INVITE toward member `member` of the out trunk.
+    /// Sends the initial INVITE toward target `member` of the call's targets
+    /// (the out trunk's members, DNS names expanded, down ones skipped).
     fn start_attempt(
         &mut self,
         now: Instant,
@@ -1391,31 +1486,25 @@ impl Engine {
         let Some(trunk) = cfg.trunk(call.out_trunk) else {
             return;
         };
-        let Some(m) = trunk.members.get(member) else {
+        let Some(m) = call.targets.get(member).cloned() else {
             return;
         };
         let Some(zone) = cfg.zone(trunk.zone) else {
             return;
         };
-        let target_host = match m.address {
-            std::net::IpAddr::V4(a) => a.to_string(),
-            std::net::IpAddr::V6(a) => format!("[{a}]"),
-        };
+        let target_host = &m.uri_host;
         let params = if user_phone { ";user=phone" } else { "" };
         let transport_param = match m.transport {
             Transport::Udp => String::new(),
             t => format!(";transport={}", t.uri_param()),
         };
-        let ruri = format!(
-            "sip:{number}@{target_host}:{}{params}{transport_param}",
-            m.port
-        );
-        let to = format!("<sip:{number}@{target_host}:{}{params}>", m.port);
+        let ruri = format!("sip:{number}@{target_host}{params}{transport_param}");
+        let to = format!("<sip:{number}@{target_host}{params}>");
         let b = &mut call.b;
         b.flow = Flow {
             zone: trunk.zone,
             transport: m.transport,
-            remote: m.socket_addr(),
+            remote: m.addr,
         };
         b.remote_base = to;
         b.remote_target = ruri;
@@ -1516,10 +1605,7 @@ impl Engine {
         if call.state != CallState::Early {
             return;
         }
-        let members = call
-            .cfg
-            .trunk(call.out_trunk)
-            .map_or(0, |t| t.members.len());
+        let members = call.targets.len();
         let next = member + 1;
         if is_failover_status(status) && next < members {
             let Some(server) = call.invite.as_ref().map(|r| r.server) else {
@@ -1615,6 +1701,16 @@ impl Engine {
             return;
         };
         let (call, purpose) = (t.call, t.purpose);
+        if let Purpose::Probe(probe) = purpose {
+            // A transaction timeout (no message) is a failed probe; any
+            // response but 503 is alive.
+            let outcome = match msg {
+                Some(_) => ProbeOutcome::of_status(status),
+                None => ProbeOutcome::Timeout,
+            };
+            self.health.on_probe_result(probe, outcome);
+            self.emit_health_changes();
+        }
         self.handle_client_final(now, id, call, purpose, status, msg);
         // Settle last: settling may remove the call, and the handlers above
         // still need it (a relayed request's origin must get its answer).
@@ -1668,7 +1764,7 @@ impl Engine {
             }
             Purpose::Attempt(idx) => self.on_attempt_final(now, c, idx, id, status, msg),
             Purpose::ReInvite => self.on_reinvite_final(now, c, side, status, msg),
-            Purpose::Bye | Purpose::Cancel => {}
+            Purpose::Bye | Purpose::Cancel | Purpose::Probe(_) => {}
         }
     }
 

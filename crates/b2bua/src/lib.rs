@@ -4,7 +4,8 @@
 //! tags, CSeq, branches and Contact; the server and client transactions of
 //! both legs (driving the `palisade-transaction` machines); routing from the
 //! source trunk and dialled number to a destination trunk, with ordered
-//! failover across its members; relaying of responses, re-INVITEs and
+//! failover across its members' targets (DNS names expanded by the binary's
+//! resolver, members marked down by OPTIONS probes skipped: [`health`]); relaying of responses, re-INVITEs and
 //! in-dialog requests; per-leg ACK generation; CANCEL; teardown on BYE,
 //! timeouts and vanished peers; and topology hiding by construction: every
 //! message a leg receives is built from that leg's own state, and only
@@ -23,6 +24,7 @@ mod call;
 mod engine;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod health;
 mod hooks;
 mod ids;
 pub mod sdp;
@@ -32,6 +34,7 @@ use std::net::SocketAddr;
 
 pub use call::{CallRef, Flow, Side};
 pub use engine::{Engine, Transmit};
+pub use health::{HealthChange, ProbeOutcome, Target, TargetState, TargetStatus};
 pub use hooks::{
     CallEnd, CallInfo, GuardHook, MediaHook, MediaRefusal, NoGuard, OriginOnly, SdpContext,
     SdpKind, Verdict,
@@ -113,7 +116,8 @@ pub enum CallEventKind {
     Attempt {
         /// The member's address.
         member: SocketAddr,
-        /// Its position in the trunk (0 = primary).
+        /// Its position in the call's targets (0 = first): the trunk's
+        /// members in order, `host:` members expanded, down targets left out.
         index: usize,
     },
     /// A member failed; the next one is tried if any.
@@ -175,9 +179,12 @@ pub enum Event {
         method: palisade_sip::Method,
         /// The status sent.
         status: u16,
-        /// Why (stable name: `unknown-source`, `no-route`, `draining`...).
+        /// Why (stable name: `unknown-source`, `no-route`, `draining`,
+        /// `dns-pending`...).
         reason: &'static str,
     },
+    /// A trunk target went down or came back up (OPTIONS probes).
+    TargetHealth(HealthChange),
 }
 
 /// Engine counters since start (gauges noted).
@@ -226,6 +233,12 @@ pub struct EngineStats {
     pub guard_timeouts: u64,
     /// Internal errors (a bug if non-zero).
     pub internal_errors: u64,
+    /// OPTIONS health probes sent to trunk targets.
+    pub probes_sent: u64,
+    /// Targets dropped from DNS answers longer than the per-trunk cap.
+    pub targets_truncated: u64,
+    /// Gauge: trunk targets marked down by probes.
+    pub targets_down: u64,
     /// Gauge: calls in progress (not yet ended).
     pub active_calls: u64,
     /// Gauge: calls held in memory, including ended calls whose last

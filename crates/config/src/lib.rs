@@ -33,8 +33,9 @@ use serde::Deserialize;
 pub use error::{ConfigError, Problem};
 pub use ipnet::IpNet;
 pub use model::{
-    Config, Latching, LogFormat, Logging, Media, MediaRange, Member, Node, Route, RtcpMuxPolicy,
-    Shutdown, Sip, SrtpPolicy, Trunk, TrunkId, TrunkMedia, Zone, ZoneId,
+    Config, Destination, Dns, DnsMember, Health, Latching, LogFormat, Logging, Media, MediaRange,
+    Member, Node, Probe, Route, RtcpMuxPolicy, Shutdown, Sip, SrtpPolicy, Trunk, TrunkId,
+    TrunkMedia, Zone, ZoneId,
 };
 pub use normalization::{Normalization, ProfileId, TrunkNormalization};
 pub use palisade_sip::Transport;

@@ -149,11 +149,11 @@ impl Zone {
     }
 }
 
-/// One server of a trunk.
+/// One server of a trunk given by IP address (`address:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Member {
-    /// IP address (DNS names are not supported yet).
+    /// IP address.
     pub address: IpAddr,
     /// Port. Default 5060.
     pub port: u16,
@@ -168,6 +168,84 @@ impl Member {
     }
 }
 
+/// One server of a trunk given by DNS name (`host:`), resolved at run time
+/// with RFC 3263 (NAPTR, SRV, A/AAAA) by the binary's resolver task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct DnsMember {
+    /// The name, lower-case, without a trailing dot.
+    pub host: String,
+    /// Explicit port: only A/AAAA are looked up (RFC 3263 section 4.2).
+    pub port: Option<u16>,
+    /// Explicit transport: SRV for that transport, no NAPTR (RFC 3263 section 4.1).
+    pub transport: Option<Transport>,
+}
+
+impl DnsMember {
+    /// `host`, or `host:port` when the port is explicit: the host part of the
+    /// Request-URI and To sent to this member (RFC 3263 resolves it; the
+    /// carrier sees its own domain, as from a proxy).
+    pub fn uri_host(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{p}", self.host),
+            None => self.host.clone(),
+        }
+    }
+}
+
+/// A trunk member as written, in configuration order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// `address:` an IP, used as is.
+    Ip(Member),
+    /// `host:` a DNS name, resolved at run time.
+    Dns(DnsMember),
+}
+
+/// How a trunk's members are checked (`trunks[].health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Probe {
+    /// No probing: every member is always considered up.
+    Off,
+    /// SIP OPTIONS from the zone's address to every member target.
+    Options,
+}
+
+/// `trunks[].health`: active health probing of every member target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// `probe`; `off` when the section is absent, `options` when it is there.
+    pub probe: Probe,
+    /// Time between two probes of one target. `interval_seconds`, default 30 s.
+    pub interval: Duration,
+    /// A probe without a response within this failed. `timeout_ms`, default
+    /// 2000 ms, at most the interval.
+    pub timeout: Duration,
+    /// Consecutive failed probes that mark an up target down. Default 3.
+    pub down_after: u32,
+    /// Consecutive answered probes that mark a down target up again. Default 2.
+    pub up_after: u32,
+}
+
+/// `dns:`: how `host:` members are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Dns {
+    /// Name servers to ask; empty = the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// One query gives up after this. `timeout_ms`, default 2000 ms.
+    pub timeout: Duration,
+    /// Records are re-resolved no more often than this, whatever their TTL.
+    /// `min_ttl_seconds`, default 5 s.
+    pub min_ttl: Duration,
+    /// Records are re-resolved at least this often. `max_ttl_seconds`, default 3600 s.
+    pub max_ttl: Duration,
+    /// How long a name that does not exist (or has no usable records) is
+    /// remembered when the answer carries no SOA TTL. `negative_ttl_seconds`, default 30 s.
+    pub negative_ttl: Duration,
+}
+
 /// A SIP peer (carrier, PBX, ...) reached through one zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -178,9 +256,14 @@ pub struct Trunk {
     pub name: String,
     /// Zone the trunk is reached through.
     pub zone: ZoneId,
-    /// Ordered; the first is the primary, the others take calls in order when
-    /// the one before fails. 1..=16.
+    /// The members given by IP (`address:`), in order. Members given by DNS
+    /// name are only in [`Trunk::destinations`].
     pub members: Vec<Member>,
+    /// Every member as written, in order (1..=16): the first is the primary,
+    /// the others take calls in order when the one before fails.
+    pub destinations: Vec<Destination>,
+    /// Health probing of the members.
+    pub health: Health,
     /// Extra networks (normalised, host bits zero) whose traffic counts as this
     /// trunk's; members' addresses always count too.
     pub source_addresses: Vec<IpNet>,
@@ -272,6 +355,13 @@ pub struct Media {
 }
 
 impl Trunk {
+    /// Whether any member is a DNS name (the trunk needs the resolver).
+    pub fn has_dns_members(&self) -> bool {
+        self.destinations
+            .iter()
+            .any(|d| matches!(d, Destination::Dns(_)))
+    }
+
     /// Whether a header named `name` (any case) may cross into messages sent
     /// to this trunk. Compact forms are not expanded here.
     pub fn passes_header(&self, name: &str) -> bool {
@@ -368,6 +458,7 @@ pub struct Config {
     pub(crate) media: Media,
     pub(crate) shutdown: Shutdown,
     pub(crate) logging: Logging,
+    pub(crate) dns: Dns,
     /// One per zone.
     pub(crate) sources: Vec<SourceIndex>,
     /// Per trunk: indices of routes with that `from_trunk`, ascending.
@@ -421,6 +512,11 @@ impl Config {
     /// `normalization:` profiles and privacy policy.
     pub fn normalization(&self) -> &crate::normalization::Normalization {
         &self.normalization
+    }
+
+    /// `dns:` settings.
+    pub fn dns(&self) -> &Dns {
+        &self.dns
     }
 
     /// The zone `id`; `None` only for an id from another `Config` with more zones.

@@ -22,6 +22,7 @@ pub(crate) struct RawConfig {
     pub shutdown: Option<RawShutdown>,
     pub logging: Option<RawLogging>,
     pub normalization: Option<crate::normalization::raw::RawNormalization>,
+    pub dns: Option<S<RawDns>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +81,7 @@ pub(crate) struct RawTrunk {
     pub source_addresses: Option<Vec<S<String>>>,
     pub member_timeout_ms: Option<S<u64>>,
     pub pass_headers: Option<Vec<S<String>>>,
+    pub health: Option<S<RawHealth>>,
     pub trusted: Option<S<bool>>,
     pub normalization: Option<crate::normalization::raw::RawTrunkNormalization>,
     pub media: Option<RawTrunkMedia>,
@@ -132,9 +134,39 @@ pub(crate) enum RawLatching {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMember {
-    pub address: S<String>,
+    /// An IP; exactly one of `address` and `host` is given.
+    pub address: Option<S<String>>,
+    /// A DNS name resolved with RFC 3263.
+    pub host: Option<S<String>>,
     pub port: Option<S<u16>>,
     pub transport: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub probe: Option<S<RawProbe>>,
+    pub interval_seconds: Option<S<u64>>,
+    pub timeout_ms: Option<S<u64>>,
+    pub down_after: Option<S<u64>>,
+    pub up_after: Option<S<u64>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawProbe {
+    Options,
+    Off,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub servers: Option<S<Vec<S<String>>>>,
+    pub timeout_ms: Option<S<u64>>,
+    pub min_ttl_seconds: Option<S<u64>>,
+    pub max_ttl_seconds: Option<S<u64>>,
+    pub negative_ttl_seconds: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -800,7 +800,7 @@ fn member_address_rules() {
         8,
         18,
         "trunks[0].members[0].address",
-        "DNS names are not supported yet; use an IP",
+        "is a DNS name: write it as `host: carrier.example.com`",
     );
     expect_one(
         &at("\"::1\""),
@@ -1656,11 +1656,11 @@ fn reference_documents_every_schema_field() {
         missing.is_empty(),
         "configs/reference.yaml lacks: {missing:?}"
     );
-    // Top level, node, sip, 2 zones + media, 2 trunks + 3 members + 2 media
-    // + their normalization, 2 routes, media, shutdown, logging (16 + 3 + 2),
-    // and the normalization section: privacy, profiles, rules, matches,
-    // actions and their arguments (52).
-    assert_eq!(checked, 73);
+    // Top level, node, sip, 2 zones + media, 2 trunks + 4 members + health +
+    // 2 media + their normalization, 2 routes, media, shutdown, logging, dns
+    // (16 + 3 + 2 + 3), and the normalization section: privacy, profiles,
+    // rules, matches, actions and their arguments (52).
+    assert_eq!(checked, 76);
 }
 
 /// Every key line in reference.yaml carries a comment, on the line or just above.
@@ -1686,4 +1686,193 @@ fn reference_comments_every_key() {
         "reference.yaml keys without a comment:\n{}",
         bare.join("\n")
     );
+}
+
+// ------------------------------------------------- DNS members, health, dns
+
+/// BASE with its member replaced by `member` (lines indented under `members:`).
+fn with_member(member: &str) -> String {
+    BASE.replace("      - address: 127.0.0.10\n", member)
+}
+
+#[test]
+fn host_members_are_dns_names_resolved_later() {
+    let c = ok(&with_member(
+        "      - host: SIP.Carrier.Example.\n      - address: 127.0.0.10\n      - host: b.carrier.example\n        port: 5070\n      - host: c.carrier.example\n        transport: tcp\n",
+    ));
+    let t = &c.trunks()[0];
+    // Only IP members in `members`; every member, in order, in `destinations`.
+    assert_eq!(t.members.len(), 1);
+    assert!(t.has_dns_members());
+    let dns: Vec<&DnsMember> = t
+        .destinations
+        .iter()
+        .filter_map(|d| match d {
+            Destination::Dns(d) => Some(d),
+            Destination::Ip(_) => None,
+        })
+        .collect();
+    assert_eq!(dns.len(), 3);
+    assert!(matches!(t.destinations[1], Destination::Ip(_)));
+    assert_eq!(dns[0].host, "sip.carrier.example");
+    assert_eq!((dns[0].port, dns[0].transport), (None, None));
+    assert_eq!(dns[0].uri_host(), "sip.carrier.example");
+    assert_eq!((dns[1].port, dns[1].transport), (Some(5070), None));
+    assert_eq!(dns[1].uri_host(), "b.carrier.example:5070");
+    assert_eq!(dns[2].transport, Some(Transport::Tcp));
+    // Hosts are not source addresses: only the IP member is.
+    assert_eq!(
+        c.trunk_for_source(ZoneId(0), "127.0.0.10".parse().unwrap()),
+        Some(TrunkId(0))
+    );
+}
+
+#[test]
+fn host_member_rules() {
+    expect_one(
+        &with_member("      - host: 127.0.0.10\n"),
+        8,
+        15,
+        "trunks[0].members[0].host",
+        "is an IP address: write it as `address: 127.0.0.10`",
+    );
+    for bad in ["-a.example", "a..example", "a_b.example", "a.example.123"] {
+        expect_one(
+            &with_member(&format!("      - host: {bad}\n")),
+            8,
+            15,
+            "trunks[0].members[0].host",
+            "is not a DNS name",
+        );
+    }
+    expect_one(
+        &with_member("      - host: a.example\n        address: 127.0.0.10\n"),
+        8,
+        15,
+        "trunks[0].members[0].host",
+        "not both",
+    );
+    expect_one(
+        &with_member("      - port: 5060\n"),
+        8,
+        9,
+        "trunks[0].members[0]",
+        "`address` (an IP) or `host` (a DNS name) is required",
+    );
+    expect_one(
+        &with_member("      - host: a.example\n      - host: A.example.\n"),
+        9,
+        9,
+        "trunks[0].members[1]",
+        "host a.example is listed twice",
+    );
+    let tls_zone = BASE.replace(
+        "    sip_address: 127.0.0.1\n",
+        "    sip_address: 127.0.0.1\n    transports: [udp]\n",
+    );
+    expect_one(
+        &tls_zone.replace(
+            "      - address: 127.0.0.10\n",
+            "      - host: a.example\n        transport: tcp\n      - address: 127.0.0.10\n",
+        ),
+        10,
+        20,
+        "trunks[0].members[0].transport",
+        "tcp is not enabled on zone `inside`",
+    );
+}
+
+#[test]
+fn health_defaults_and_rules() {
+    let c = ok(BASE);
+    let h = c.trunks()[0].health;
+    assert_eq!(h.probe, Probe::Off);
+    assert_eq!(
+        (h.interval, h.timeout, h.down_after, h.up_after),
+        (Duration::from_secs(30), Duration::from_millis(2000), 3, 2)
+    );
+    let with = |section: &str| {
+        BASE.replace(
+            "      - address: 127.0.0.10\n",
+            &format!("      - address: 127.0.0.10\n    health:\n{section}"),
+        )
+    };
+    let h = ok(&with("      interval_seconds: 5\n")).trunks()[0].health;
+    assert_eq!(
+        h.probe,
+        Probe::Options,
+        "the section alone turns probing on"
+    );
+    assert_eq!(h.interval, Duration::from_secs(5));
+    let h = ok(&with("      probe: off\n")).trunks()[0].health;
+    assert_eq!(h.probe, Probe::Off);
+    expect_one(
+        &with("      interval_seconds: 1\n      timeout_ms: 1500\n"),
+        11,
+        19,
+        "trunks[0].health.timeout_ms",
+        "longer than interval_seconds",
+    );
+    expect_one(
+        &with("      down_after: 0\n"),
+        10,
+        19,
+        "trunks[0].health.down_after",
+        "out of range",
+    );
+    let ps = problems(&with("      probe: ping\n"));
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert!(ps[0].path.contains("probe"), "{ps:?}");
+}
+
+#[test]
+fn dns_section() {
+    let d = ok(BASE);
+    let dns = d.dns();
+    assert!(dns.servers.is_empty());
+    assert_eq!(
+        (dns.timeout, dns.min_ttl, dns.max_ttl, dns.negative_ttl),
+        (
+            Duration::from_millis(2000),
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+            Duration::from_secs(30)
+        )
+    );
+    let c = ok(&format!(
+        "dns:\n  servers: [\"127.0.0.53\", \"127.0.0.54:5353\", \"[::1]:53\"]\n  min_ttl_seconds: 1\n{BASE}"
+    ));
+    let s: Vec<String> = c.dns().servers.iter().map(|s| s.to_string()).collect();
+    assert_eq!(s, ["127.0.0.53:53", "127.0.0.54:5353", "[::1]:53"]);
+    expect_one(
+        &format!("dns:\n  servers: [\"dns.example\"]\n{BASE}"),
+        2,
+        13,
+        "dns.servers[0]",
+        "is not IP or IP:PORT",
+    );
+    expect_one(
+        &format!("dns:\n  min_ttl_seconds: 60\n  max_ttl_seconds: 10\n{BASE}"),
+        3,
+        20,
+        "dns.max_ttl_seconds",
+        "below min_ttl_seconds",
+    );
+}
+
+#[test]
+fn reference_dns_member_and_health() {
+    let r = ok(&repo_file("reference.yaml"));
+    let carrier = &r.trunks()[1];
+    assert!(matches!(
+        &carrier.destinations[2],
+        Destination::Dns(d) if d.host == "sip.carrier.example" && d.transport == Some(Transport::Udp)
+    ));
+    assert_eq!(carrier.health.probe, Probe::Options);
+    let d = ok(BASE);
+    assert_eq!(
+        (carrier.health.interval, carrier.health.timeout),
+        (d.trunks()[0].health.interval, d.trunks()[0].health.timeout)
+    );
+    assert_eq!(r.dns(), d.dns());
 }

@@ -16,12 +16,13 @@ use serde_saphyr::Location;
 
 use crate::error::Problem;
 use crate::model::{
-    Config, Latching, LogFormat, Logging, Media, MediaRange, Member, Node, Route, RtcpMuxPolicy,
-    Shutdown, Sip, SourceIndex, SrtpPolicy, Trunk, TrunkId, TrunkMedia, Zone, ZoneId,
+    Config, Destination, Dns, DnsMember, Health, Latching, LogFormat, Logging, Media, MediaRange,
+    Member, Node, Probe, Route, RtcpMuxPolicy, Shutdown, Sip, SourceIndex, SrtpPolicy, Trunk,
+    TrunkId, TrunkMedia, Zone, ZoneId,
 };
 use crate::raw::{
-    RawConfig, RawLatching, RawLogFormat, RawMediaSection, RawMember, RawRoute, RawRtcpMux, RawSip,
-    RawSrtp, RawTrunk, RawZone, S,
+    RawConfig, RawDns, RawHealth, RawLatching, RawLogFormat, RawMediaSection, RawMember, RawProbe,
+    RawRoute, RawRtcpMux, RawSip, RawSrtp, RawTrunk, RawZone, S,
 };
 
 // Documented defaults and bounds. configs/reference.yaml states the same values.
@@ -142,6 +143,49 @@ const DSCP_SIP: Num = Num {
     default: DEFAULT_DSCP_SIP,
     range: 0..=63,
 };
+const HEALTH_INTERVAL_S: Num = Num {
+    key: "interval_seconds",
+    default: 30,
+    range: 1..=3600,
+};
+const HEALTH_TIMEOUT_MS: Num = Num {
+    key: "timeout_ms",
+    default: 2000,
+    range: 100..=60_000,
+};
+const HEALTH_DOWN_AFTER: Num = Num {
+    key: "down_after",
+    default: 3,
+    range: 1..=100,
+};
+const HEALTH_UP_AFTER: Num = Num {
+    key: "up_after",
+    default: 2,
+    range: 1..=100,
+};
+const DNS_TIMEOUT_MS: Num = Num {
+    key: "timeout_ms",
+    default: 2000,
+    range: 100..=30_000,
+};
+const DNS_MIN_TTL_S: Num = Num {
+    key: "min_ttl_seconds",
+    default: 5,
+    range: 1..=3600,
+};
+const DNS_MAX_TTL_S: Num = Num {
+    key: "max_ttl_seconds",
+    default: 3600,
+    range: 1..=86_400,
+};
+const DNS_NEGATIVE_TTL_S: Num = Num {
+    key: "negative_ttl_seconds",
+    default: 30,
+    range: 1..=3600,
+};
+/// Most name servers in `dns.servers`.
+const MAX_DNS_SERVERS: usize = 8;
+const DNS_PORT: u16 = 53;
 const GRACE_S: Num = Num {
     key: "grace_seconds",
     default: 30,
@@ -271,6 +315,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         }
     };
     let logging = logging(&mut cx, raw.logging.unwrap_or_default());
+    let dns = dns(&mut cx, raw.dns.as_ref());
 
     if !cx.problems.is_empty() {
         let mut problems = cx.problems;
@@ -301,6 +346,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         media,
         shutdown,
         logging,
+        dns,
         sources,
         routes_from,
         routes_from_any,
@@ -836,26 +882,36 @@ fn trunks(
             "member",
         );
         let mut members = Vec::new();
+        let mut destinations: Vec<Destination> = Vec::new();
         let mut sources = Vec::new();
         let mut source_addresses = Vec::new();
         for (j, m) in t.members.value.iter().enumerate() {
-            if let Some((member, entry)) =
-                member(cx, &m.value, &format!("{p}.members[{j}]"), zone_ref)
-            {
-                if members.contains(&member) {
-                    cx.err(
-                        m.referenced,
-                        format!("{p}.members[{j}]"),
-                        format!(
-                            "{} over {} is listed twice",
-                            member.socket_addr(),
-                            member.transport
-                        ),
-                    );
-                }
-                members.push(member);
-                sources.push(entry);
+            let mp = format!("{p}.members[{j}]");
+            let Some(dest) = member(cx, &m.value, m.referenced, &mp, zone_ref) else {
+                continue;
+            };
+            if destinations.contains(&dest) {
+                let what = match &dest {
+                    Destination::Ip(member) => {
+                        format!("{} over {}", member.socket_addr(), member.transport)
+                    }
+                    Destination::Dns(d) => format!("host {}", d.uri_host()),
+                };
+                cx.err(m.referenced, mp, format!("{what} is listed twice"));
             }
+            if let Destination::Ip(member) = &dest {
+                members.push(*member);
+                sources.push(SourceEntry {
+                    net: IpNet::from(normalise(member.address)),
+                    at: m
+                        .value
+                        .address
+                        .as_ref()
+                        .map_or(m.referenced, |a| a.referenced),
+                    path: format!("{p}.members[{j}].address"),
+                });
+            }
+            destinations.push(dest);
         }
         for (j, s) in t.source_addresses.iter().flatten().enumerate() {
             let sp = format!("{p}.source_addresses[{j}]");
@@ -876,12 +932,15 @@ fn trunks(
         };
         let pass_headers = pass_headers(cx, t, &p);
         let media = trunk_media(cx, t, &p);
+        let health = health(cx, t.health.as_ref(), &p);
         out.push((
             Trunk {
                 id: TrunkId(id16(i)),
                 name: t.name.value.clone(),
                 zone: zone.unwrap_or(ZoneId(u16::MAX)),
                 members,
+                destinations,
+                health,
                 source_addresses,
                 member_timeout,
                 pass_headers,
@@ -899,22 +958,20 @@ fn trunks(
 fn member(
     cx: &mut Ctx,
     m: &RawMember,
+    at: Location,
     p: &str,
     zone: Option<&Zone>,
-) -> Option<(Member, SourceEntry)> {
-    let address = parse_ip(cx, &m.address, &format!("{p}.address"));
+) -> Option<Destination> {
+    let port_given = m.port.is_some();
     let port = check_port(cx, m.port.as_ref(), &format!("{p}.port"), DEFAULT_SIP_PORT);
     let transport = match &m.transport {
-        None => Some(Transport::Udp),
-        Some(t) => parse_transport(cx, t, &format!("{p}.transport")),
+        None => Some(None),
+        Some(t) => parse_transport(cx, t, &format!("{p}.transport")).map(Some),
     };
-    if let (Some(z), Some(t)) = (zone, transport)
+    if let (Some(z), Some(Some(t))) = (zone, transport)
         && !z.has_transport(t)
     {
-        let at = m
-            .transport
-            .as_ref()
-            .map_or(m.address.referenced, |v| v.referenced);
+        let at = m.transport.as_ref().map_or(at, |v| v.referenced);
         cx.err(
             at,
             format!("{p}.transport"),
@@ -925,32 +982,214 @@ fn member(
             ),
         );
     }
-    if let (Some(z), Some(a)) = (zone, address)
-        && a.is_ipv4() != z.sip_address.is_ipv4()
+    let transport = transport?;
+    match (&m.address, &m.host) {
+        (Some(a), None) => {
+            let address = ip_member_address(cx, a, &format!("{p}.address"), zone)?;
+            Some(Destination::Ip(Member {
+                address,
+                port,
+                transport: transport.unwrap_or(Transport::Udp),
+            }))
+        }
+        (None, Some(h)) => {
+            let host = dns_name(cx, h, &format!("{p}.host"))?;
+            Some(Destination::Dns(DnsMember {
+                host,
+                port: port_given.then_some(port),
+                transport,
+            }))
+        }
+        (Some(_), Some(h)) => {
+            cx.err(
+                h.referenced,
+                format!("{p}.host"),
+                "give either `address` (an IP) or `host` (a DNS name), not both",
+            );
+            None
+        }
+        (None, None) => {
+            cx.err(
+                at,
+                p,
+                "`address` (an IP) or `host` (a DNS name) is required",
+            );
+            None
+        }
+    }
+}
+
+/// A member's `address`: an IP of the zone's family.
+fn ip_member_address(
+    cx: &mut Ctx,
+    a: &S<String>,
+    path: &str,
+    zone: Option<&Zone>,
+) -> Option<IpAddr> {
+    let text = a.value.trim();
+    if text.parse::<IpAddr>().is_err() && looks_like_dns_name(text) {
+        cx.err(
+            a.referenced,
+            path,
+            format!("`{text}` is a DNS name: write it as `host: {text}` (resolved with RFC 3263)"),
+        );
+        return None;
+    }
+    let address = parse_ip(cx, a, path)?;
+    if let Some(z) = zone
+        && address.is_ipv4() != z.sip_address.is_ipv4()
     {
         cx.err(
-            m.address.referenced,
-            format!("{p}.address"),
+            a.referenced,
+            path,
             format!(
-                "{a} cannot be reached from zone `{}` at {} (address families differ)",
+                "{address} cannot be reached from zone `{}` at {} (address families differ)",
                 z.name, z.sip_address
             ),
         );
     }
-    let (address, transport) = (address?, transport?);
-    let net = IpNet::from(normalise(address));
-    Some((
-        Member {
-            address,
-            port,
-            transport,
-        },
-        SourceEntry {
-            net,
-            at: m.address.referenced,
-            path: format!("{p}.address"),
-        },
-    ))
+    Some(address)
+}
+
+/// A DNS name (RFC 1035 preferred syntax, RFC 1123 letters-digits-hyphen
+/// labels): lower-cased, without a trailing dot.
+fn dns_name(cx: &mut Ctx, v: &S<String>, path: &str) -> Option<String> {
+    let text = v.value.trim();
+    if text.parse::<IpAddr>().is_ok() {
+        cx.err(
+            v.referenced,
+            path,
+            format!("`{text}` is an IP address: write it as `address: {text}`"),
+        );
+        return None;
+    }
+    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    let bad_label = name.split('.').find(|l| {
+        l.is_empty()
+            || l.len() > 63
+            || l.starts_with('-')
+            || l.ends_with('-')
+            || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    let last_numeric = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    if name.is_empty() || name.len() > 253 || bad_label.is_some() || last_numeric {
+        cx.err(
+            v.referenced,
+            path,
+            format!(
+                "`{text}` is not a DNS name (dot-separated labels of 1..=63 letters, digits and \
+                 inner hyphens, 253 characters at most, not ending in a number)"
+            ),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+fn health(cx: &mut Ctx, raw: Option<&S<RawHealth>>, trunk: &str) -> Health {
+    let p = format!("{trunk}.health");
+    let defaults = |probe| Health {
+        probe,
+        interval: Duration::from_secs(HEALTH_INTERVAL_S.default),
+        timeout: Duration::from_millis(HEALTH_TIMEOUT_MS.default),
+        down_after: clamp_u32(HEALTH_DOWN_AFTER.default),
+        up_after: clamp_u32(HEALTH_UP_AFTER.default),
+    };
+    let Some(h) = raw else {
+        return defaults(Probe::Off);
+    };
+    let h = &h.value;
+    let probe = match h.probe.as_ref().map(|v| v.value) {
+        None | Some(RawProbe::Options) => Probe::Options,
+        Some(RawProbe::Off) => Probe::Off,
+    };
+    let interval_s = cx.num(h.interval_seconds.as_ref(), &p, &HEALTH_INTERVAL_S);
+    let mut timeout_ms = cx.num(h.timeout_ms.as_ref(), &p, &HEALTH_TIMEOUT_MS);
+    if timeout_ms > interval_s * 1000 {
+        let at = h
+            .timeout_ms
+            .as_ref()
+            .or(h.interval_seconds.as_ref())
+            .map(|v| v.referenced);
+        if let Some(at) = at {
+            cx.err(
+                at,
+                format!("{p}.timeout_ms"),
+                format!(
+                    "{timeout_ms} ms is longer than interval_seconds ({interval_s} s); a probe must end before the next"
+                ),
+            );
+        }
+        timeout_ms = interval_s * 1000;
+    }
+    Health {
+        probe,
+        interval: Duration::from_secs(interval_s),
+        timeout: Duration::from_millis(timeout_ms),
+        down_after: clamp_u32(cx.num(h.down_after.as_ref(), &p, &HEALTH_DOWN_AFTER)),
+        up_after: clamp_u32(cx.num(h.up_after.as_ref(), &p, &HEALTH_UP_AFTER)),
+    }
+}
+
+fn dns(cx: &mut Ctx, raw: Option<&S<RawDns>>) -> Dns {
+    let empty = RawDns::default();
+    let d = raw.map_or(&empty, |d| &d.value);
+    let mut servers = Vec::new();
+    if let Some(list) = &d.servers {
+        if list.value.len() > MAX_DNS_SERVERS {
+            cx.err(
+                list.referenced,
+                "dns.servers",
+                format!(
+                    "{} servers; at most {MAX_DNS_SERVERS} are allowed",
+                    list.value.len()
+                ),
+            );
+        }
+        for (j, v) in list.value.iter().enumerate() {
+            let text = v.value.trim();
+            let parsed = text.parse::<std::net::SocketAddr>().ok().or_else(|| {
+                text.parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| std::net::SocketAddr::new(ip, DNS_PORT))
+            });
+            match parsed {
+                Some(sa) if sa.port() != 0 && !sa.ip().is_unspecified() => servers.push(sa),
+                _ => cx.err(
+                    v.referenced,
+                    format!("dns.servers[{j}]"),
+                    format!("`{text}` is not IP or IP:PORT (IPv6 with a port as [::1]:53)"),
+                ),
+            }
+        }
+    }
+    let s = "dns";
+    let min_ttl = cx.num(d.min_ttl_seconds.as_ref(), s, &DNS_MIN_TTL_S);
+    let mut max_ttl = cx.num(d.max_ttl_seconds.as_ref(), s, &DNS_MAX_TTL_S);
+    if max_ttl < min_ttl {
+        if let Some(v) = d.max_ttl_seconds.as_ref().or(d.min_ttl_seconds.as_ref()) {
+            cx.err(
+                v.referenced,
+                "dns.max_ttl_seconds",
+                format!("{max_ttl} is below min_ttl_seconds ({min_ttl})"),
+            );
+        }
+        max_ttl = min_ttl;
+    }
+    Dns {
+        servers,
+        timeout: Duration::from_millis(cx.num(d.timeout_ms.as_ref(), s, &DNS_TIMEOUT_MS)),
+        min_ttl: Duration::from_secs(min_ttl),
+        max_ttl: Duration::from_secs(max_ttl),
+        negative_ttl: Duration::from_secs(cx.num(
+            d.negative_ttl_seconds.as_ref(),
+            s,
+            &DNS_NEGATIVE_TTL_S,
+        )),
+    }
 }
 
 fn list(ts: &[Transport]) -> String {

@@ -42,6 +42,8 @@ pub enum Control {
     Terminate,
     /// Report the counters.
     Stats(oneshot::Sender<LoopReport>),
+    /// A trunk's targets from DNS (the resolver task, via the supervisor).
+    TrunkTargets(palisade_dns::TrunkTargets),
 }
 
 /// What the loop itself counts, beside the engine's counters.
@@ -156,6 +158,9 @@ impl EngineLoop {
         let phase_timer = tokio::time::sleep_until(far_future(now()));
         tokio::pin!(phase_timer);
         let mut control_open = true;
+        // Gives the engine its first `now`, so it schedules health probes.
+        self.engine.handle_timeout(now());
+        self.flush();
         let mut reports = self.reports.take();
         while self.phase != Phase::Done {
             let t = now();
@@ -291,6 +296,21 @@ impl EngineLoop {
             Control::Stats(reply) => {
                 let _ = reply.send(self.report());
             }
+            Control::TrunkTargets(update) => {
+                let targets = update
+                    .targets
+                    .into_iter()
+                    .map(|t| palisade_b2bua::Target {
+                        addr: t.addr,
+                        transport: t.transport,
+                        uri_host: t.uri_host,
+                        member: t.member,
+                    })
+                    .collect();
+                if !self.engine.set_trunk_targets(now(), &update.trunk, targets) {
+                    debug!(trunk = %update.trunk, "DNS targets for a trunk without DNS members ignored");
+                }
+            }
             Control::Drain { grace } => {
                 if self.phase != Phase::Running {
                     debug!("drain requested again: already shutting down");
@@ -422,6 +442,20 @@ impl EngineLoop {
                 self.counters.rejected += 1;
                 debug!(zone = %self.zone_name(flow.zone), transport = %flow.transport,
                     remote = %flow.remote, method = %method, status, reason = %reason, "request rejected");
+            }
+            Event::TargetHealth(c) => {
+                let line = format!(
+                    "trunk={} member={} transport={} state={} probe={}",
+                    c.trunk,
+                    c.target.addr,
+                    c.target.transport,
+                    c.state.as_str(),
+                    c.outcome.as_str()
+                );
+                match c.state {
+                    palisade_b2bua::TargetState::Down => warn!("{line}"),
+                    palisade_b2bua::TargetState::Up => info!("{line}"),
+                }
             }
         }
     }

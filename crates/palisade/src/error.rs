@@ -48,6 +48,9 @@ pub enum AppError {
     /// The listeners could not be started (the message names the address).
     #[error("cannot start listeners: {0}")]
     Listen(#[from] TransportError),
+    /// Trunks have `host:` members but no DNS resolver could be set up.
+    #[error("{0}")]
+    Dns(#[from] palisade_dns::DnsError),
 
     // --- Internal: the process could not set itself up or a task failed. ---
     /// The tokio runtime could not be built.
@@ -80,9 +83,10 @@ impl AppError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Config(_) | AppError::TooManyListeners(_) | AppError::UnknownTrunk(_) => {
-                EXIT_CONFIG
-            }
+            AppError::Config(_)
+            | AppError::TooManyListeners(_)
+            | AppError::UnknownTrunk(_)
+            | AppError::Dns(_) => EXIT_CONFIG,
             AppError::MessageRead { .. } | AppError::MessageParse(_) => EXIT_MESSAGE,
             AppError::Listen(TransportError::Bind { .. }) => EXIT_BIND,
             AppError::Listen(_)

@@ -29,6 +29,8 @@ const CONTROL_CAPACITY: usize = 16;
 const STATS_INTERVAL: Duration = Duration::from_secs(60);
 /// Upper bound on closing the transports and the runtime at exit.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound of the channel from the DNS resolver task to its forwarder.
+const DNS_CAPACITY: usize = 64;
 
 /// Runs Palisade with the configuration at `path` until it is signalled.
 pub fn run(path: &Path) -> Result<(), AppError> {
@@ -39,10 +41,15 @@ pub fn run(path: &Path) -> Result<(), AppError> {
     rand::rngs::SysRng
         .try_fill_bytes(&mut seed)
         .map_err(AppError::Entropy)?;
-    // A separate seed for SRTP keys and SDP session ids.
+    // Separate seeds for SRTP keys and SDP session ids, and for RFC 2782
+    // weighted SRV selection.
     let mut media_seed = [0u8; 32];
     rand::rngs::SysRng
         .try_fill_bytes(&mut media_seed)
+        .map_err(AppError::Entropy)?;
+    let mut dns_seed = [0u8; 32];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut dns_seed)
         .map_err(AppError::Entropy)?;
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -54,7 +61,7 @@ pub fn run(path: &Path) -> Result<(), AppError> {
     let result = runtime.block_on(serve(
         path.to_path_buf(),
         Arc::new(config),
-        [seed, media_seed],
+        [seed, media_seed, dns_seed],
         log,
         workers,
     ));
@@ -88,7 +95,7 @@ impl Signals {
 async fn serve(
     path: PathBuf,
     config: Arc<Config>,
-    [seed, media_seed]: [[u8; 32]; 2],
+    [seed, media_seed, dns_seed]: [[u8; 32]; 3],
     log: LogControl,
     workers: usize,
 ) -> Result<(), AppError> {
@@ -132,6 +139,12 @@ async fn serve(
         engine_loop = engine_loop.with_media(em, reports);
     }
     let engine_task = tokio::spawn(engine_loop.run(inbound_rx, control_rx));
+    // The resolver runs when trunks have `host:` members (or a reload adds some).
+    let dns = if config.trunks().iter().any(|t| t.has_dns_members()) {
+        Some(start_dns(&config, dns_seed, control_tx.clone())?)
+    } else {
+        None
+    };
 
     let supervisor = Supervisor {
         path,
@@ -140,6 +153,8 @@ async fn serve(
         control: control_tx,
         transports: transports.clone(),
         stop_requests: 0,
+        dns,
+        dns_seed,
     };
     let outcome = supervisor.run(&mut signals, engine_task).await;
 
@@ -177,6 +192,39 @@ async fn serve(
     }
 }
 
+/// Starts the DNS resolver task and a forwarder that hands its trunk lists
+/// to the engine task as [`Control::TrunkTargets`] (both channels bounded).
+fn start_dns(
+    config: &Arc<Config>,
+    seed: [u8; 32],
+    control: mpsc::Sender<Control>,
+) -> Result<palisade_dns::ResolverHandle, palisade_dns::DnsError> {
+    let (tx, mut rx) = mpsc::channel(DNS_CAPACITY);
+    let (handle, _task) = palisade_dns::spawn(Arc::clone(config), seed, tx)?;
+    tokio::spawn(async move {
+        while let Some(update) = rx.recv().await {
+            if control.send(Control::TrunkTargets(update)).await.is_err() {
+                break;
+            }
+        }
+    });
+    info!(
+        servers = %if config.dns().servers.is_empty() {
+            "system".to_owned()
+        } else {
+            config
+                .dns()
+                .servers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        "DNS resolver started for trunk members given by name"
+    );
+    Ok(handle)
+}
+
 /// Turns signals and the stats timer into control requests.
 struct Supervisor {
     path: PathBuf,
@@ -187,6 +235,9 @@ struct Supervisor {
     transports: Transports,
     /// SIGTERM/SIGINT received so far.
     stop_requests: u32,
+    /// The DNS resolver task, once some trunk has `host:` members.
+    dns: Option<palisade_dns::ResolverHandle>,
+    dns_seed: [u8; 32],
 }
 
 impl Supervisor {
@@ -278,6 +329,21 @@ impl Supervisor {
             return;
         }
         let level_changed = self.config.logging().level != new.logging().level;
+        match &self.dns {
+            Some(dns) if !dns.reload(Arc::clone(&new)).await => {
+                warn!("the DNS resolver has stopped: trunk members by name are not re-resolved");
+            }
+            Some(_) => {}
+            None if new.trunks().iter().any(|t| t.has_dns_members()) => {
+                match start_dns(&new, self.dns_seed, self.control.clone()) {
+                    Ok(h) => self.dns = Some(h),
+                    Err(e) => {
+                        error!(error = %e, "cannot start the DNS resolver: calls to trunks with host: members get 503")
+                    }
+                }
+            }
+            None => {}
+        }
         self.config = new;
         info!(
             zones = self.config.zones().len(),
@@ -325,6 +391,8 @@ fn log_stats(what: &str, r: &LoopReport, t: &TransportStats) {
         transmits_dropped = e.transmits_dropped,
         events_dropped = e.events_dropped,
         internal_errors = e.internal_errors,
+        probes_sent = e.probes_sent,
+        targets_down = e.targets_down,
         send_errors = c.send_errors,
         unroutable = c.unroutable,
         unknown_listener = c.unknown_listener,

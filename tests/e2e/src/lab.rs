@@ -200,9 +200,16 @@ pub struct LabBuilder {
     config: LabConfig,
     binary: Option<PathBuf>,
     ready_timeout: Duration,
+    config_text: Option<String>,
 }
 
 impl LabBuilder {
+    /// Writes this YAML instead of rendering [`LabConfig`] (whose timing
+    /// knobs still set the drain wait). Tests start from `LabConfig::render`.
+    pub fn config_text(mut self, yaml: String) -> Self {
+        self.config_text = Some(yaml);
+        self
+    }
     /// Replaces the config knobs.
     pub fn config(mut self, config: LabConfig) -> Self {
         self.config = config;
@@ -233,7 +240,11 @@ impl LabBuilder {
     pub fn start(self) -> Lab {
         let dir = self.slot.fresh_dir();
         let config_path = dir.join("palisade.yaml");
-        std::fs::write(&config_path, self.config.render(self.slot))
+        let yaml = self
+            .config_text
+            .clone()
+            .unwrap_or_else(|| self.config.render(self.slot));
+        std::fs::write(&config_path, yaml)
             .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
         let binary = self.binary.clone().unwrap_or_else(paths::palisade_bin);
         let log_path = dir.join("palisade.log");
@@ -286,6 +297,7 @@ impl Lab {
             config: LabConfig::default(),
             binary: None,
             ready_timeout: Duration::from_secs(15),
+            config_text: None,
         }
     }
 

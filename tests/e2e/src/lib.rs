@@ -5,9 +5,9 @@
 //! `tests/e2e/out/<slot>/`), driving real SIPp peers ([`Sipp`]), reading
 //! SIPp message logs ([`msglog`]), scanning what each peer received for
 //! topology leaks ([`leak`]), raw UDP/TCP probes ([`raw`]), the
-//! malformed-input corpus ([`corpus`]), and for media: tshark captures
+//! malformed-input corpus ([`corpus`]), for media: tshark captures
 //! ([`capture`]), baresip phones and sox checks ([`baresip`]) and a bare RTP
-//! peer ([`rtp`]).
+//! peer ([`rtp`]), and a DNS server for tests ([`dnsmasq`]).
 //!
 //! Does not own: the binary or any protocol logic. Tests here observe Palisade
 //! only from the wire, exactly as a PBX or a carrier would.
@@ -22,6 +22,7 @@
 pub mod baresip;
 pub mod capture;
 pub mod corpus;
+pub mod dnsmasq;
 pub mod lab;
 pub mod leak;
 pub mod msglog;

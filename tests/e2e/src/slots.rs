@@ -100,6 +100,11 @@ slots! {
     NormalizeDirectChecks = 102,
     /// Without the inbound profile the carrier's national number has no route: 404.
     NormalizeInboundWithoutProfile = 103,
+    // DNS trunks and health probes (120-129).
+    /// FQDN carrier trunk (NAPTR -> SRV -> A from dnsmasq): primary, then SRV failover.
+    DnsSrvFailover = 120,
+    /// OPTIONS probes take a stopped primary out of routing and put it back.
+    DnsHealthProbes = 121,
 }
 
 impl Slot {

@@ -287,6 +287,9 @@ pub struct Config {
     pub(crate) routes: Vec<Route>,
     pub(crate) shutdown: Shutdown,
     pub(crate) logging: Logging,
+    pub(crate) guard: crate::guard::Guard,
+    pub(crate) fraud: crate::guard::Fraud,
+    pub(crate) alerts: crate::guard::Alerts,
     /// One per zone.
     pub(crate) sources: Vec<SourceIndex>,
     /// Per trunk: indices of routes with that `from_trunk`, ascending.
@@ -329,6 +332,21 @@ impl Config {
     /// `logging:` settings.
     pub fn logging(&self) -> &Logging {
         &self.logging
+    }
+
+    /// `guard:` settings (DoS limits, scanners, trust lists, nftables).
+    pub fn guard(&self) -> &crate::guard::Guard {
+        &self.guard
+    }
+
+    /// `fraud:` rules.
+    pub fn fraud(&self) -> &crate::guard::Fraud {
+        &self.fraud
+    }
+
+    /// `alerts:` settings.
+    pub fn alerts(&self) -> &crate::guard::Alerts {
+        &self.alerts
     }
 
     /// The zone `id`; `None` only for an id from another `Config` with more zones.

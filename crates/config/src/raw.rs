@@ -20,6 +20,9 @@ pub(crate) struct RawConfig {
     pub routes: S<Vec<S<RawRoute>>>,
     pub shutdown: Option<RawShutdown>,
     pub logging: Option<RawLogging>,
+    pub guard: Option<crate::guard::RawGuard>,
+    pub fraud: Option<crate::guard::RawFraud>,
+    pub alerts: Option<crate::guard::RawAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,7 @@ use palisade_transport::{Outgoing, Received, Transports};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
+use crate::guard_io::{GuardIo, GuardIoStats};
 use crate::listeners::ListenerMap;
 use crate::now;
 
@@ -61,6 +62,8 @@ pub struct LoopReport {
     pub engine: EngineStats,
     /// The loop's own.
     pub counters: LoopCounters,
+    /// The guard's, when it runs.
+    pub guard: Option<GuardIoStats>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +100,7 @@ pub struct EngineLoop {
     transports: Transports,
     counters: LoopCounters,
     phase: Phase,
+    guard: Option<GuardIo>,
 }
 
 /// A deadline far enough away to mean "never" for a disabled sleep.
@@ -119,6 +123,25 @@ impl EngineLoop {
             transports,
             counters: LoopCounters::default(),
             phase: Phase::Running,
+            guard: None,
+        }
+    }
+
+    /// Runs the guard: installs its hook in the engine and carries out its
+    /// actions after every batch.
+    pub fn with_guard(mut self, guard: GuardIo) -> Self {
+        self.engine.set_guard(guard.hook());
+        self.guard = Some(guard);
+        self
+    }
+
+    /// The engine's next deadline, or the guard's if earlier.
+    fn next_deadline(&self) -> Option<Instant> {
+        let e = self.engine.poll_timeout();
+        let g = self.guard.as_ref().and_then(GuardIo::poll_timeout);
+        match (e, g) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -134,9 +157,10 @@ impl EngineLoop {
         let phase_timer = tokio::time::sleep_until(far_future(now()));
         tokio::pin!(phase_timer);
         let mut control_open = true;
+        let mut unbans = self.guard.as_mut().and_then(|g| g.unbans.take());
         while self.phase != Phase::Done {
             let t = now();
-            let engine_deadline = self.engine.poll_timeout();
+            let engine_deadline = self.next_deadline();
             timer.as_mut().reset(
                 engine_deadline.map_or_else(|| far_future(t), tokio::time::Instant::from_std),
             );
@@ -161,6 +185,16 @@ impl EngineLoop {
                     }
                 },
                 () = &mut timer, if engine_deadline.is_some() => {}
+                Some(ip) = async {
+                    match unbans.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(g) = self.guard.as_mut() {
+                        g.unban(ip);
+                    }
+                }
                 () = &mut phase_timer, if phase_deadline.is_some() => {}
                 ctl = control.recv(), if control_open => match ctl {
                     Some(c) => self.on_control(c),
@@ -179,18 +213,30 @@ impl EngineLoop {
             if self.engine.poll_timeout().is_some_and(|d| d <= t) {
                 self.engine.handle_timeout(t);
             }
+            if let Some(g) = self.guard.as_mut() {
+                g.drive(&mut self.engine);
+            }
             self.flush();
             self.advance(now());
             self.flush();
         }
         info!("engine loop stopped");
-        self.report()
+        // Calls ended by the shutdown told the guard; carry out what it said.
+        if let Some(g) = self.guard.as_mut() {
+            g.drive(&mut self.engine);
+        }
+        let report = self.report();
+        if let Some(g) = self.guard.take() {
+            g.close();
+        }
+        report
     }
 
     fn report(&self) -> LoopReport {
         LoopReport {
             engine: self.engine.stats(),
             counters: self.counters,
+            guard: self.guard.as_ref().map(GuardIo::stats),
         }
     }
 
@@ -210,6 +256,9 @@ impl EngineLoop {
         match c {
             Control::Reload(cfg, done) => {
                 self.engine.reload(Arc::clone(&cfg));
+                if let Some(g) = self.guard.as_mut() {
+                    g.reload(&cfg);
+                }
                 self.cfg = cfg;
                 // The supervisor may have stopped waiting; nothing to do then.
                 let _ = done.send(());

@@ -28,6 +28,15 @@ pub enum AppError {
     /// The listeners could not be started (the message names the address).
     #[error("cannot start listeners: {0}")]
     Listen(#[from] TransportError),
+    /// `guard.nftables: on` and nftables is not usable here.
+    #[error("guard.nftables is `on` but nftables is not usable: {0}")]
+    Nftables(String),
+    /// The alert database could not be opened or changed (CLI).
+    #[error("{0}")]
+    Alerts(#[from] palisade_alerts::StoreError),
+    /// A command-line value is wrong (CLI).
+    #[error("{0}")]
+    Usage(String),
 
     // --- Internal: the process could not set itself up or a task failed. ---
     /// The tokio runtime could not be built.
@@ -57,7 +66,10 @@ impl AppError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Config(_) | AppError::TooManyListeners(_) => EXIT_CONFIG,
+            AppError::Config(_) | AppError::TooManyListeners(_) | AppError::Usage(_) => {
+                EXIT_CONFIG
+            }
+            AppError::Nftables(_) | AppError::Alerts(_) => EXIT_INTERNAL,
             AppError::Listen(TransportError::Bind { .. }) => EXIT_BIND,
             AppError::Listen(_)
             | AppError::Runtime(_)

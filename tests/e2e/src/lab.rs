@@ -38,7 +38,21 @@ pub struct LabConfig {
     pub shutdown_grace_seconds: u64,
     /// `logging.level`.
     pub log_level: String,
+    /// The `guard:`, `fraud:` and `alerts:` sections, verbatim. The default
+    /// turns the guard off (tests outside a network namespace must not touch
+    /// the host's nftables) and keeps the database in the output directory.
+    pub guard_yaml: String,
 }
+
+/// The guard sections of [`LabConfig::default`].
+pub const GUARD_OFF: &str = "\
+guard:
+  mode: off
+fraud:
+  rules: []
+alerts:
+  database_path: alerts.db
+";
 
 impl Default for LabConfig {
     fn default() -> Self {
@@ -50,6 +64,7 @@ impl Default for LabConfig {
             max_message_bytes: 16384,
             shutdown_grace_seconds: 2,
             log_level: "debug".to_string(),
+            guard_yaml: GUARD_OFF.to_string(),
         }
     }
 }
@@ -74,6 +89,7 @@ impl LabConfig {
             max_message_bytes,
             shutdown_grace_seconds,
             log_level,
+            guard_yaml,
             ..
         } = self;
         format!(
@@ -137,7 +153,9 @@ shutdown:\n\
 \n\
 logging:\n\
 \x20 format: text\n\
-\x20 level: {log_level}\n"
+\x20 level: {log_level}\n\
+\n\
+{guard_yaml}"
         )
     }
 }
@@ -155,6 +173,11 @@ impl LabBuilder {
     /// Replaces the config knobs.
     pub fn config(mut self, config: LabConfig) -> Self {
         self.config = config;
+        self
+    }
+    /// Replaces the `guard:`, `fraud:` and `alerts:` sections.
+    pub fn guard_yaml(mut self, yaml: &str) -> Self {
+        self.config.guard_yaml = yaml.to_string();
         self
     }
     /// Puts the PBX trunk on `t`.

@@ -74,6 +74,29 @@ slots! {
     CheckConfigBad = 37,
     RunBadConfig = 38,
     CheckConfigGood = 39,
+    // Guard (80-99): each runs in a network namespace it creates.
+    /// svmap, svwar and svcrack banned in the kernel; trunk calls unaffected.
+    GuardSipvicious = 80,
+    /// A SIPp INVITE flood banned while the PBX places 200 calls.
+    GuardInviteFlood = 81,
+    /// Office traffic: no alert.
+    FraudOffice = 82,
+    /// Calls per minute.
+    FraudCallsPerMinute = 83,
+    /// High-risk destinations.
+    FraudHighRisk = 84,
+    /// International calls after hours.
+    FraudAfterHours = 85,
+    /// Number walking.
+    FraudNumberWalking = 86,
+    /// Wangiri: bursts of unanswered calls.
+    FraudWangiri = 87,
+    /// Repeated calls to one number.
+    FraudRepeated = 88,
+    /// The duration cap ends a call mid-way.
+    FraudDurationCap = 89,
+    /// Dry-run: decisions logged, nothing blocked.
+    GuardDryRun = 90,
 }
 
 impl Slot {

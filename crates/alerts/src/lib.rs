@@ -194,7 +194,11 @@ impl Store {
 
     /// Merges `ev` into the active alert for its rule and subject, or opens
     /// a new one. Returns the alert id and whether it was merged.
-    pub fn record(&mut self, ev: &AlertEvent, max_evidence: usize) -> Result<(i64, bool), StoreError> {
+    pub fn record(
+        &mut self,
+        ev: &AlertEvent,
+        max_evidence: usize,
+    ) -> Result<(i64, bool), StoreError> {
         let tx = self.conn.transaction()?;
         let existing: Option<(i64, String, String, i64, i64)> = tx
             .query_row(
@@ -211,7 +215,8 @@ impl Store {
                 let old_sev = severity(&sev)?;
                 let old: Vec<CallEvidence> = serde_json::from_str(&evidence).unwrap_or_default();
                 let merged = merge_evidence(old, &ev.evidence, max_evidence);
-                let ev_json = serde_json::to_string(&merged).map_err(|e| StoreError::Row(e.to_string()))?;
+                let ev_json =
+                    serde_json::to_string(&merged).map_err(|e| StoreError::Row(e.to_string()))?;
                 let sev = old_sev.max(ev.severity);
                 tx.execute(
                     "UPDATE alerts SET severity = ?2, first_seen = ?3, last_seen = ?4,
@@ -226,7 +231,11 @@ impl Store {
                         last.max(ev.at_unix_ms),
                         to_i64(ev.occurrences.max(1)),
                         to_i64(ev.measure),
-                        if ev.severity >= old_sev { to_i64(ev.threshold) } else { -1 },
+                        if ev.severity >= old_sev {
+                            to_i64(ev.threshold)
+                        } else {
+                            -1
+                        },
                         ev.action,
                         ev_json
                     ],
@@ -280,10 +289,28 @@ impl Store {
 
     fn decode(c: [String; 17]) -> Result<Alert, StoreError> {
         let int = |s: &str| -> Result<i64, StoreError> {
-            s.parse::<i64>().map_err(|_| StoreError::Row(format!("integer {s:?}")))
+            s.parse::<i64>()
+                .map_err(|_| StoreError::Row(format!("integer {s:?}")))
         };
-        let [id, rule, kind, sev, subject_kind, subject, first, last, count, measure, threshold, action, st, by, note, at, evidence] =
-            c;
+        let [
+            id,
+            rule,
+            kind,
+            sev,
+            subject_kind,
+            subject,
+            first,
+            last,
+            count,
+            measure,
+            threshold,
+            action,
+            st,
+            by,
+            note,
+            at,
+            evidence,
+        ] = c;
         Ok(Alert {
             id: int(&id)?,
             rule,
@@ -303,7 +330,8 @@ impl Store {
             status_by: by,
             status_note: note,
             status_at_unix_ms: int(&at)?,
-            evidence: serde_json::from_str(&evidence).map_err(|e| StoreError::Row(e.to_string()))?,
+            evidence: serde_json::from_str(&evidence)
+                .map_err(|e| StoreError::Row(e.to_string()))?,
         })
     }
 
@@ -377,7 +405,8 @@ impl Store {
         duration: Duration,
         kernel: bool,
     ) -> Result<i64, StoreError> {
-        let expires = created_unix_ms.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
+        let expires =
+            created_unix_ms.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
         self.conn.execute(
             "INSERT INTO bans (ip, reason, detail, created, expires, kernel) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![ip.to_string(), reason, detail, created_unix_ms, expires, kernel],
@@ -416,7 +445,12 @@ impl Store {
     /// An operator lifts the bans of `ip`: they are marked removed and the
     /// running process is asked to forget the source. Returns how many
     /// bans were in force.
-    pub fn request_unban(&mut self, ip: IpAddr, by: &str, at_unix_ms: i64) -> Result<usize, StoreError> {
+    pub fn request_unban(
+        &mut self,
+        ip: IpAddr,
+        by: &str,
+        at_unix_ms: i64,
+    ) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
         let n = tx.execute(
             "UPDATE bans SET removed = ?2, removed_by = ?3 WHERE ip = ?1 AND removed = 0 AND expires > ?2",
@@ -434,15 +468,23 @@ impl Store {
     pub fn take_unban_requests(&mut self) -> Result<Vec<IpAddr>, StoreError> {
         let tx = self.conn.transaction()?;
         let rows: Vec<(i64, String)> = {
-            let mut st = tx.prepare("SELECT id, ip FROM unban_requests WHERE done = 0 ORDER BY id LIMIT 1000")?;
+            let mut st = tx.prepare(
+                "SELECT id, ip FROM unban_requests WHERE done = 0 ORDER BY id LIMIT 1000",
+            )?;
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?
         };
         for (id, _) in &rows {
-            tx.execute("UPDATE unban_requests SET done = 1 WHERE id = ?1", params![id])?;
+            tx.execute(
+                "UPDATE unban_requests SET done = 1 WHERE id = ?1",
+                params![id],
+            )?;
         }
         tx.commit()?;
-        Ok(rows.into_iter().filter_map(|(_, ip)| ip.parse().ok()).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, ip)| ip.parse().ok())
+            .collect())
     }
 }
 

@@ -367,7 +367,10 @@ impl RuleKind {
         ("calls_per_day", RuleKind::CallsPerDay),
         ("minutes_per_day", RuleKind::MinutesPerDay),
         ("high_risk_destination", RuleKind::HighRiskDestination),
-        ("international_after_hours", RuleKind::InternationalAfterHours),
+        (
+            "international_after_hours",
+            RuleKind::InternationalAfterHours,
+        ),
         ("number_walking", RuleKind::NumberWalking),
         ("wangiri", RuleKind::Wangiri),
         ("repeated_calls", RuleKind::RepeatedCalls),
@@ -561,12 +564,11 @@ pub const DEFAULT_SCANNER_USER_AGENTS: &[&str] = &[
 /// High-risk (IRSF / premium) destination prefixes shipped by default: ranges
 /// that toll-fraud reports name again and again. Review them for your traffic.
 pub const DEFAULT_HIGH_RISK_PREFIXES: &[&str] = &[
-    "+215", "+216", "+220", "+222", "+223", "+224", "+225", "+226", "+227", "+228", "+231",
-    "+232", "+235", "+236", "+239", "+240", "+242", "+243", "+245", "+247", "+252", "+257",
-    "+269", "+290", "+370", "+371", "+372", "+373", "+381", "+53", "+597", "+599", "+675",
-    "+677", "+678", "+679", "+681", "+682", "+683", "+685", "+686", "+687", "+688", "+689",
-    "+690", "+691", "+692", "+870", "+871", "+872", "+873", "+874", "+881", "+882", "+883",
-    "+960", "+963", "+967", "+979",
+    "+215", "+216", "+220", "+222", "+223", "+224", "+225", "+226", "+227", "+228", "+231", "+232",
+    "+235", "+236", "+239", "+240", "+242", "+243", "+245", "+247", "+252", "+257", "+269", "+290",
+    "+370", "+371", "+372", "+373", "+381", "+53", "+597", "+599", "+675", "+677", "+678", "+679",
+    "+681", "+682", "+683", "+685", "+686", "+687", "+688", "+689", "+690", "+691", "+692", "+870",
+    "+871", "+872", "+873", "+874", "+881", "+882", "+883", "+960", "+963", "+967", "+979",
 ];
 
 /// Emergency numbers shipped by default.
@@ -624,13 +626,22 @@ fn choice<T: Copy>(cx: &mut Ctx, v: &S<String>, path: &str, options: &[(&str, T)
         cx.err(
             v.referenced,
             path,
-            format!("unknown value `{}`; expected one of {}", v.value, names.join(", ")),
+            format!(
+                "unknown value `{}`; expected one of {}",
+                v.value,
+                names.join(", ")
+            ),
         );
     }
     found
 }
 
-fn limits(cx: &mut Ctx, raw: [Option<&S<u64>>; 6], section: &str, base: SourceLimits) -> SourceLimits {
+fn limits(
+    cx: &mut Ctx,
+    raw: [Option<&S<u64>>; 6],
+    section: &str,
+    base: SourceLimits,
+) -> SourceLimits {
     let d = base;
     let mut get = |v: Option<&S<u64>>, key: &'static str, default: u32| {
         clamp_u32(cx.num(v, section, &num(key, u64::from(default), RATE)))
@@ -696,7 +707,11 @@ pub(crate) fn guard(cx: &mut Ctx, raw: RawGuard, zones: &[Zone], trunks: &[Trunk
                 cx,
                 v,
                 "guard.nftables",
-                &[("auto", NftMode::Auto), ("on", NftMode::On), ("off", NftMode::Off)],
+                &[
+                    ("auto", NftMode::Auto),
+                    ("on", NftMode::On),
+                    ("off", NftMode::Off),
+                ],
             )
         })
         .unwrap_or(NftMode::Auto);
@@ -705,7 +720,9 @@ pub(crate) fn guard(cx: &mut Ctx, raw: RawGuard, zones: &[Zone], trunks: &[Trunk
             let ok = !t.value.is_empty()
                 && t.value.len() <= 32
                 && t.value.starts_with(|c: char| c.is_ascii_alphabetic())
-                && t.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                && t.value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ok {
                 cx.err(
                     t.referenced,
@@ -954,7 +971,10 @@ fn hhmm(cx: &mut Ctx, v: &S<String>, path: &str) -> Option<u16> {
         cx.err(
             v.referenced,
             path,
-            format!("`{}` is not a time of day; write HH:MM (00:00..=24:00)", v.value),
+            format!(
+                "`{}` is not a time of day; write HH:MM (00:00..=24:00)",
+                v.value
+            ),
         );
     }
     parsed
@@ -1000,7 +1020,9 @@ fn numbers(
         let body = t.strip_prefix('+').unwrap_or(t);
         let ok = !body.is_empty()
             && t.len() <= 32
-            && body.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+            && body
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
             && (!plus_required || t.starts_with('+'));
         if ok {
             out.push(t.to_owned());
@@ -1054,7 +1076,10 @@ pub(crate) fn fraud(cx: &mut Ctx, raw: RawFraud, trunks: &[Trunk]) -> Fraud {
                 cx.err(
                     tz.referenced,
                     "fraud.timezone",
-                    format!("`{}` is not an IANA time zone (like Europe/Berlin or UTC)", tz.value),
+                    format!(
+                        "`{}` is not an IANA time zone (like Europe/Berlin or UTC)",
+                        tz.value
+                    ),
                 );
             }
             tz.value.trim().to_owned()
@@ -1181,7 +1206,12 @@ pub(crate) fn fraud(cx: &mut Ctx, raw: RawFraud, trunks: &[Trunk]) -> Fraud {
             .as_ref()
             .and_then(|v| choice(cx, v, &format!("{p}.when"), &When::ALL))
             .unwrap_or(When::Always);
-        let warning = level(cx, r.warning.as_ref(), &format!("{p}.warning"), FraudAction::Alert);
+        let warning = level(
+            cx,
+            r.warning.as_ref(),
+            &format!("{p}.warning"),
+            FraudAction::Alert,
+        );
         let critical = level(
             cx,
             r.critical.as_ref(),
@@ -1189,7 +1219,11 @@ pub(crate) fn fraud(cx: &mut Ctx, raw: RawFraud, trunks: &[Trunk]) -> Fraud {
             FraudAction::Reject,
         );
         if warning.is_none() && critical.is_none() {
-            cx.err(loc, p.clone(), "a rule needs a warning and/or a critical level");
+            cx.err(
+                loc,
+                p.clone(),
+                "a rule needs a warning and/or a critical level",
+            );
         }
         if let (Some(w), Some(c)) = (warning, critical)
             && w.threshold > c.threshold

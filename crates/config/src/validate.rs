@@ -151,7 +151,12 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub(crate) fn err(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn err(
+        &mut self,
+        at: Location,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.problems.push(Problem::at(at, path, message));
     }
 

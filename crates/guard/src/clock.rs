@@ -98,7 +98,10 @@ mod tests {
              trunks: [{{name: t, zone: a, members: [{{address: 127.0.0.9}}]}}]\n\
              routes: [{{name: r, to_trunk: t}}]\n{extra}"
         );
-        palisade_config::load_str(&yaml, "t.yaml").unwrap().fraud().clone()
+        palisade_config::load_str(&yaml, "t.yaml")
+            .unwrap()
+            .fraud()
+            .clone()
     }
 
     #[test]
@@ -122,11 +125,17 @@ mod tests {
         assert!(!applies(&f, When::Nights, &l));
         assert!(!applies(&f, When::Weekends, &l));
         // 23:00 the same day: after hours and night.
-        let l = local(&tz, monday_0930.as_millisecond() + 13 * 3600 * 1000 + 30 * 60 * 1000);
+        let l = local(
+            &tz,
+            monday_0930.as_millisecond() + 13 * 3600 * 1000 + 30 * 60 * 1000,
+        );
         assert_eq!(l.minute, 23 * 60);
         assert!(applies(&f, When::AfterHours, &l) && applies(&f, When::Nights, &l));
         // Saturday noon: weekend, after hours, not night.
-        let l = local(&tz, monday_0930.as_millisecond() + 5 * 86_400_000 + 150 * 60 * 1000);
+        let l = local(
+            &tz,
+            monday_0930.as_millisecond() + 5 * 86_400_000 + 150 * 60 * 1000,
+        );
         assert_eq!((l.weekday, l.minute), (5, 12 * 60));
         assert!(applies(&f, When::Weekends, &l) && applies(&f, When::AfterHours, &l));
         assert!(!applies(&f, When::Nights, &l));

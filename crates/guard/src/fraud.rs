@@ -369,8 +369,9 @@ impl FraudEngine {
                     st.day_calls
                 }
                 RuleKind::MinutesPerDay => 0,
-                RuleKind::HighRiskDestination
-                | RuleKind::InternationalAfterHours => st.window.hit(now, rule.window),
+                RuleKind::HighRiskDestination | RuleKind::InternationalAfterHours => {
+                    st.window.hit(now, rule.window)
+                }
                 RuleKind::NumberWalking => walk(st, now, rule, &digits),
                 RuleKind::Wangiri => st.window.count(now, rule.window),
                 RuleKind::RepeatedCalls => {
@@ -496,8 +497,10 @@ impl FraudEngine {
         if action == FraudAction::Ban
             && let Some(l) = live
         {
-            self.bans
-                .push((l.source, format!("fraud rule {} ({})", rule.name, h.severity)));
+            self.bans.push((
+                l.source,
+                format!("fraud rule {} ({})", rule.name, h.severity),
+            ));
         }
         Verdict::Reject(rule.reject_status)
     }
@@ -523,7 +526,9 @@ impl FraudEngine {
         };
         let due = match st.reported {
             None => true,
-            Some((sev, at)) => h.severity > sev || now.saturating_duration_since(at) >= ALERT_THROTTLE,
+            Some((sev, at)) => {
+                h.severity > sev || now.saturating_duration_since(at) >= ALERT_THROTTLE
+            }
         };
         if !due {
             st.pending += 1;
@@ -563,7 +568,10 @@ impl FraudEngine {
             .states
             .iter()
             .filter(|(_, s)| s.pending > 0)
-            .filter_map(|(k, s)| s.reported.map(|(sev, _)| (k.clone(), s.pending, s.pending_measure, sev)))
+            .filter_map(|(k, s)| {
+                s.reported
+                    .map(|(sev, _)| (k.clone(), s.pending, s.pending_measure, sev))
+            })
             .collect();
         for ((ri, key), n, measure, severity) in pending {
             let Some(rule) = self.cfg.rules.get(ri).cloned() else {
@@ -604,7 +612,10 @@ impl FraudEngine {
             .filter_map(|c| {
                 if let Some(l) = self.calls.get(c) {
                     let (duration_ms, result) = match l.answered_at {
-                        Some(a) => (now.saturating_duration_since(a).as_millis() as u64, "active"),
+                        Some(a) => (
+                            now.saturating_duration_since(a).as_millis() as u64,
+                            "active",
+                        ),
                         None => (0, "ringing"),
                     };
                     return Some(CallEvidence {
@@ -652,7 +663,9 @@ impl FraudEngine {
         let local = clock::local(&self.tz, unix);
         let trunk = Arc::clone(&live.trunk);
         for (ri, rule) in self.cfg.rules.iter().enumerate() {
-            if rule.kind != RuleKind::MaxCallDuration || !clock::applies(&self.cfg, rule.when, &local) {
+            if rule.kind != RuleKind::MaxCallDuration
+                || !clock::applies(&self.cfg, rule.when, &local)
+            {
                 continue;
             }
             // The trunk filter was applied at start: the rule counted the call.
@@ -702,7 +715,11 @@ impl FraudEngine {
             let Some(answered) = live.answered_at else {
                 continue;
             };
-            let level = if t.critical { rule.critical } else { rule.warning };
+            let level = if t.critical {
+                rule.critical
+            } else {
+                rule.warning
+            };
             let Some(level) = level else {
                 continue;
             };
@@ -732,7 +749,9 @@ impl FraudEngine {
             if !st.recent.contains(&t.call) {
                 st.recent.push_back(t.call);
             }
-            self.alert(now, unix, t.rule, &rule, &key, h, measure, &name, actions, stats);
+            self.alert(
+                now, unix, t.rule, &rule, &key, h, measure, &name, actions, stats,
+            );
             if action == FraudAction::Alert {
                 continue;
             }
@@ -747,8 +766,10 @@ impl FraudEngine {
                 rule: rule.name.clone(),
             });
             if action == FraudAction::Ban {
-                self.bans
-                    .push((live.source, format!("fraud rule {} ({})", rule.name, h.severity)));
+                self.bans.push((
+                    live.source,
+                    format!("fraud rule {} ({})", rule.name, h.severity),
+                ));
             }
         }
     }

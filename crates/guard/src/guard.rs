@@ -340,7 +340,8 @@ impl Guard {
             .handle_timeout(now, unix, self.mode, &mut self.actions, &mut self.stats);
         if now >= self.next_housekeeping {
             self.bans.retain(|_, b| b.until > now);
-            self.fraud.flush(now, unix, &mut self.actions, &mut self.stats);
+            self.fraud
+                .flush(now, unix, &mut self.actions, &mut self.stats);
             self.next_housekeeping = now + HOUSEKEEPING;
         }
         self.cap_actions();
@@ -400,7 +401,14 @@ impl Guard {
         self.bans.remove(&ip).is_some_and(|b| b.until > now)
     }
 
-    fn decide(&mut self, now: Instant, ip: IpAddr, reason: Reason, verdict: String, detail: String) {
+    fn decide(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        reason: Reason,
+        verdict: String,
+        detail: String,
+    ) {
         self.stats.decisions[reason.index()] += 1;
         let dry = self.mode == GuardMode::DryRun;
         if dry {
@@ -587,7 +595,10 @@ impl Guard {
             _ => 0,
         };
         if let Some(reason) = over {
-            let detail = format!("{} over its limit", method.map_or("request", |m| m.as_str()));
+            let detail = format!(
+                "{} over its limit",
+                method.map_or("request", |m| m.as_str())
+            );
             self.ban(now, ip, reason, detail);
             return self.enforce(Verdict::Drop);
         }
@@ -676,7 +687,12 @@ impl Guard {
                 }
             }
         }
-        let bannable = self.cfg.guard().trusted.bannable_trunks.contains(&info.from_trunk.id);
+        let bannable = self
+            .cfg
+            .guard()
+            .trusted
+            .bannable_trunks
+            .contains(&info.from_trunk.id);
         let verdict = if emergency {
             self.fraud.track_emergency(now, unix, info);
             Verdict::Allow
@@ -691,7 +707,13 @@ impl Guard {
                 &mut self.stats,
             );
             if let Verdict::Reject(status) = v {
-                self.decide(now, ip, Reason::Fraud, format!("reject {status}"), String::new());
+                self.decide(
+                    now,
+                    ip,
+                    Reason::Fraud,
+                    format!("reject {status}"),
+                    String::new(),
+                );
             }
             self.enforce(v)
         };
@@ -728,16 +750,19 @@ impl Guard {
             per_second: c,
             burst: c,
         });
-        let entry = self.cac.entry(Arc::clone(name)).or_insert_with(|| TrunkCac {
-            cps: TokenBucket::new(
-                now,
-                cps.unwrap_or(RateLimit {
-                    per_second: 1,
-                    burst: 1,
-                }),
-            ),
-            active: 0,
-        });
+        let entry = self
+            .cac
+            .entry(Arc::clone(name))
+            .or_insert_with(|| TrunkCac {
+                cps: TokenBucket::new(
+                    now,
+                    cps.unwrap_or(RateLimit {
+                        per_second: 1,
+                        burst: 1,
+                    }),
+                ),
+                active: 0,
+            });
         if let Some(max) = lim.max_concurrent_calls
             && entry.active >= max
         {
@@ -864,7 +889,13 @@ impl SharedGuard {
 }
 
 impl GuardHook for SharedGuard {
-    fn request(&mut self, now: Instant, flow: &Flow, trunk: Option<TrunkId>, msg: &Message) -> Verdict {
+    fn request(
+        &mut self,
+        now: Instant,
+        flow: &Flow,
+        trunk: Option<TrunkId>,
+        msg: &Message,
+    ) -> Verdict {
         self.with(|g| g.on_request(now, flow, trunk, msg))
     }
 

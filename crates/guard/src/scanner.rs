@@ -52,7 +52,10 @@ pub fn sipvicious_uri(uri: &str) -> bool {
 
 /// sipvicious' default From display name.
 pub fn sipvicious_display(display: &str) -> bool {
-    display.trim().trim_matches('"').eq_ignore_ascii_case("sipvicious")
+    display
+        .trim()
+        .trim_matches('"')
+        .eq_ignore_ascii_case("sipvicious")
 }
 
 #[cfg(test)]
@@ -65,8 +68,14 @@ mod tests {
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-        assert_eq!(scanner_user_agent("friendly-scanner", &list), Some("friendly-scanner"));
-        assert_eq!(scanner_user_agent("VaxSIPUserAgent/3.1", &list), Some("vaxsipuseragent"));
+        assert_eq!(
+            scanner_user_agent("friendly-scanner", &list),
+            Some("friendly-scanner")
+        );
+        assert_eq!(
+            scanner_user_agent("VaxSIPUserAgent/3.1", &list),
+            Some("vaxsipuseragent")
+        );
         assert_eq!(scanner_user_agent("PPLSIP-1.0", &list), Some("pplsip"));
         assert_eq!(scanner_user_agent("sipcli/v1.8", &list), Some("sipcli"));
         assert_eq!(scanner_user_agent("Asterisk PBX 20.1", &list), None);

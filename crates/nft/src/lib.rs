@@ -117,7 +117,10 @@ pub fn render_table(spec: &TableSpec) -> String {
     let mut s = String::new();
     // `add` then `delete` makes the delete succeed whether or not the table
     // existed; the whole file is one transaction.
-    let _ = writeln!(s, "add table inet {t}\ndelete table inet {t}\ntable inet {t} {{");
+    let _ = writeln!(
+        s,
+        "add table inet {t}\ndelete table inet {t}\ntable inet {t} {{"
+    );
     for c in COUNTERS {
         let _ = writeln!(s, "\tcounter {c} {{ }}");
     }
@@ -154,9 +157,15 @@ pub fn render_table(spec: &TableSpec) -> String {
     );
     let _ = writeln!(s, "\t\tmeta l4proto != {{ udp, tcp }} return");
     for (ipk, sfx) in [("ip", "v4"), ("ip6", "v6")] {
-        let _ = writeln!(s, "\t\t{ipk} saddr @allow_{sfx} counter name allowed accept");
+        let _ = writeln!(
+            s,
+            "\t\t{ipk} saddr @allow_{sfx} counter name allowed accept"
+        );
         let _ = writeln!(s, "\t\t{ipk} saddr @deny_{sfx} counter name denied drop");
-        let _ = writeln!(s, "\t\t{ipk} saddr @ban_{sfx} counter name banned_dropped drop");
+        let _ = writeln!(
+            s,
+            "\t\t{ipk} saddr @ban_{sfx} counter name banned_dropped drop"
+        );
     }
     if spec.meter_packets_per_second > 0 && !spec.sip_ports.is_empty() {
         for (ipk, sfx) in [("ip", "v4"), ("ip6", "v6")] {
@@ -265,13 +274,17 @@ impl Nft {
         let t = &self.table;
         // Creating and deleting a scratch table needs CAP_NET_ADMIN and
         // touches nothing else; `nft -c` checks without committing.
-        self.run(&["-c", "-f", "-"], Some(&format!("add table inet {t}_probe\n")))?;
+        self.run(
+            &["-c", "-f", "-"],
+            Some(&format!("add table inet {t}_probe\n")),
+        )?;
         self.run(&["list", "tables"], None).map(|_| ())
     }
 
     /// Installs (or atomically replaces) the table.
     pub fn install(&self, spec: &TableSpec) -> Result<(), NftError> {
-        self.run(&["-f", "-"], Some(&render_table(spec))).map(|_| ())
+        self.run(&["-f", "-"], Some(&render_table(spec)))
+            .map(|_| ())
     }
 
     /// Replaces the allow and deny sets (on reload), atomically.
@@ -326,7 +339,10 @@ impl Nft {
 
     /// Packets per named counter.
     pub fn counters(&self) -> Result<Vec<(String, u64)>, NftError> {
-        let json = self.run(&["-j", "list", "counters", "table", "inet", &self.table], None)?;
+        let json = self.run(
+            &["-j", "list", "counters", "table", "inet", &self.table],
+            None,
+        )?;
         parse_counters(&json)
     }
 
@@ -534,7 +550,10 @@ mod tests {
                 first: 20000,
                 last: 29999,
             }],
-            allow: vec!["127.0.0.10/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
+            allow: vec![
+                "127.0.0.10/32".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ],
             deny: vec!["2001:db8::/32".parse().unwrap()],
             meter_packets_per_second: 500,
             meter_burst_packets: 1000,
@@ -546,15 +565,32 @@ mod tests {
     #[test]
     fn table_text_has_every_part_in_order() {
         let t = render_table(&spec());
-        assert!(t.starts_with("add table inet palisade\ndelete table inet palisade\n"), "{t}");
+        assert!(
+            t.starts_with("add table inet palisade\ndelete table inet palisade\n"),
+            "{t}"
+        );
         assert!(t.contains("set allow_v4 { type ipv4_addr; flags interval; elements = { 127.0.0.10, 10.0.0.0/8 } }"), "{t}");
-        assert!(t.contains("set deny_v6 { type ipv6_addr; flags interval; elements = { 2001:db8::/32 } }"), "{t}");
-        assert!(t.contains("set ban_v4 { type ipv4_addr; flags timeout; size 65536; }"), "{t}");
-        assert!(t.contains("th dport != { 5060, 20000-29999 } return"), "{t}");
+        assert!(
+            t.contains(
+                "set deny_v6 { type ipv6_addr; flags interval; elements = { 2001:db8::/32 } }"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("set ban_v4 { type ipv4_addr; flags timeout; size 65536; }"),
+            "{t}"
+        );
+        assert!(
+            t.contains("th dport != { 5060, 20000-29999 } return"),
+            "{t}"
+        );
         let allow = t.find("@allow_v4").unwrap();
         let ban = t.find("@ban_v4 counter").unwrap();
         let meter = t.find("update @meter_v4").unwrap();
-        assert!(allow < ban && ban < meter, "allow first, then bans, then the meter:\n{t}");
+        assert!(
+            allow < ban && ban < meter,
+            "allow first, then bans, then the meter:\n{t}"
+        );
         assert!(t.contains("limit rate over 500/second burst 1000 packets } add @ban_v4 { ip saddr timeout 600s }"), "{t}");
     }
 
@@ -588,7 +624,10 @@ mod tests {
         assert_eq!(bans[0].expires, Some(Duration::from_secs(57)));
         assert_eq!(bans[1].expires, None);
         let counters = r#"{"nftables": [{"metainfo": {}}, {"counter": {"family": "inet", "name": "banned_dropped", "table": "palisade", "handle": 2, "packets": 12, "bytes": 900}}]}"#;
-        assert_eq!(parse_counters(counters).unwrap(), vec![("banned_dropped".to_owned(), 12)]);
+        assert_eq!(
+            parse_counters(counters).unwrap(),
+            vec![("banned_dropped".to_owned(), 12)]
+        );
         assert!(parse_set_elements("not json").is_err());
     }
 }

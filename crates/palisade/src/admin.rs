@@ -93,7 +93,15 @@ pub fn alerts(args: &AlertsArgs) -> Result<(), AppError> {
             } else {
                 println!(
                     "{:>5}  {:<14} {:<9} {:<26} {:<28} {:>6}  {:<20} {:<20} {}",
-                    "ID", "STATUS", "SEVERITY", "RULE", "SUBJECT", "COUNT", "FIRST SEEN", "LAST SEEN", "ACTION"
+                    "ID",
+                    "STATUS",
+                    "SEVERITY",
+                    "RULE",
+                    "SUBJECT",
+                    "COUNT",
+                    "FIRST SEEN",
+                    "LAST SEEN",
+                    "ACTION"
                 );
                 for a in &list {
                     println!(
@@ -149,12 +157,13 @@ pub fn bans(args: &BansArgs) -> Result<(), AppError> {
             }
             for b in &list {
                 let in_kernel = kernel.as_ref().map(|k| {
-                    k.iter()
-                        .find(|kb| kb.ip.to_string() == b.ip)
-                        .map_or_else(|| "no".to_owned(), |kb| {
+                    k.iter().find(|kb| kb.ip.to_string() == b.ip).map_or_else(
+                        || "no".to_owned(),
+                        |kb| {
                             kb.expires
                                 .map_or_else(|| "yes".to_owned(), |e| format!("{}s", e.as_secs()))
-                        })
+                        },
+                    )
                 });
                 let in_kernel = in_kernel.unwrap_or_else(|| "n/a".to_owned());
                 if *json {
@@ -186,7 +195,9 @@ pub fn bans(args: &BansArgs) -> Result<(), AppError> {
                 Ok(false) => "not in nftables",
                 Err(_) => "nftables not reachable",
             };
-            println!("{ip}: {n} ban(s) lifted in the database; {kernel}; the running Palisade forgets it within a second");
+            println!(
+                "{ip}: {n} ban(s) lifted in the database; {kernel}; the running Palisade forgets it within a second"
+            );
         }
     }
     Ok(())

@@ -66,9 +66,7 @@ impl AppError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Config(_) | AppError::TooManyListeners(_) | AppError::Usage(_) => {
-                EXIT_CONFIG
-            }
+            AppError::Config(_) | AppError::TooManyListeners(_) | AppError::Usage(_) => EXIT_CONFIG,
             AppError::Nftables(_) | AppError::Alerts(_) => EXIT_INTERNAL,
             AppError::Listen(TransportError::Bind { .. }) => EXIT_BIND,
             AppError::Listen(_)

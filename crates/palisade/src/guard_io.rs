@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use palisade_alerts::Store;
-use palisade_b2bua::{Engine, EndReason};
+use palisade_b2bua::{EndReason, Engine};
 use palisade_config::{Config, GuardMode, IpNet, NftMode};
 use palisade_guard::{Action, AlertEvent, Guard, GuardStats, SharedGuard};
 use palisade_nft::{Nft, Ports, Programmer, ProgrammerStats, Request, TableSpec};
@@ -220,7 +220,9 @@ pub fn start(cfg: &Arc<Config>) -> Result<Option<(GuardIo, GuardThreads)>, AppEr
         }
     };
     if g.mode == GuardMode::DryRun {
-        warn!("guard in dry-run (guard.mode: dry-run): every decision is logged and counted, nothing is blocked");
+        warn!(
+            "guard in dry-run (guard.mode: dry-run): every decision is logged and counted, nothing is blocked"
+        );
     }
     let io = GuardIo {
         guard,
@@ -268,7 +270,8 @@ fn store_thread(
                 duration,
                 kernel,
             }) => {
-                if let Err(e) = store.record_ban(ip, reason, &detail, at_unix_ms, duration, kernel) {
+                if let Err(e) = store.record_ban(ip, reason, &detail, at_unix_ms, duration, kernel)
+                {
                     bump();
                     error!(error = %e, "ban not recorded");
                 }
@@ -309,10 +312,16 @@ impl GuardIo {
         GuardIoStats {
             guard: self.guard.with(|g| g.stats()),
             nftables: self.nft_tx.is_some(),
-            nft: *self.nft_stats.lock().unwrap_or_else(PoisonError::into_inner),
+            nft: *self
+                .nft_stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
             nft_queue_full: self.nft_queue_full,
             store_queue_full: self.store_queue_full,
-            store_errors: *self.store_errors.lock().unwrap_or_else(PoisonError::into_inner),
+            store_errors: *self
+                .store_errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
         }
     }
 

@@ -31,7 +31,10 @@ impl Netns {
             .args(["netns", "add", &name])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "`ip netns add {name}` failed: these tests need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)");
+        assert!(
+            ok,
+            "`ip netns add {name}` failed: these tests need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)"
+        );
         let ns = Netns { name };
         ns.exec("ip", &["link", "set", "lo", "up"]);
         ns
@@ -61,7 +64,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 

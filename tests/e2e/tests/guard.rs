@@ -98,17 +98,34 @@ fn sipvicious_scanners_are_banned_in_the_kernel_while_the_trunk_calls() {
         let nft = require_tool("nft");
         for args in [
             &["add", "table", "inet", "bystander"][..],
-            &["add", "chain", "inet", "bystander", "c", "{ type filter hook input priority 0 ; policy accept ; }"][..],
+            &[
+                "add",
+                "chain",
+                "inet",
+                "bystander",
+                "c",
+                "{ type filter hook input priority 0 ; policy accept ; }",
+            ][..],
         ] {
             let out = Command::new(&nft).args(args).output().unwrap();
-            assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "nft {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
 
         let mut lab = Lab::builder(slot).guard_yaml(GUARD_NFT).start();
         let rules = nft_ruleset();
         std::fs::write(lab.dir().join("nft-ruleset-at-start.txt"), &rules).unwrap();
-        assert!(rules.contains("table inet palisade") && rules.contains("table inet bystander"), "{rules}");
-        assert!(rules.contains(&net.pbx_ip().to_string()), "the PBX is on the allow-list:\n{rules}");
+        assert!(
+            rules.contains("table inet palisade") && rules.contains("table inet bystander"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains(&net.pbx_ip().to_string()),
+            "the PBX is on the allow-list:\n{rules}"
+        );
 
         // The trusted PBX calls out through the carrier the whole time.
         let carrier = lab.carrier_primary("uas_answer").calls(20).spawn_uas();
@@ -134,23 +151,62 @@ fn sipvicious_scanners_are_banned_in_the_kernel_while_the_trunk_calls() {
         };
         let dropped_in_kernel = |ip: Ipv4Addr| {
             let before = nft_counter("palisade", "banned_dropped");
-            let answer = raw::udp_options(ip, net.outside(), &format!("probe-{ip}-{before}"), Duration::from_millis(300));
+            let answer = raw::udp_options(
+                ip,
+                net.outside(),
+                &format!("probe-{ip}-{before}"),
+                Duration::from_millis(300),
+            );
             assert!(answer.is_none(), "{ip} got an answer while banned");
             let after = nft_counter("palisade", "banned_dropped");
-            assert!(after > before, "banned_dropped {before} -> {after}: {ip} was not dropped by the kernel");
+            assert!(
+                after > before,
+                "banned_dropped {before} -> {after}: {ip} was not dropped by the kernel"
+            );
         };
         let snapshot = |name: &str| {
-            let out = Command::new(&nft).args(["list", "table", "inet", "palisade"]).output().unwrap();
+            let out = Command::new(&nft)
+                .args(["list", "table", "inet", "palisade"])
+                .output()
+                .unwrap();
             std::fs::write(dir.join(name), &out.stdout).unwrap();
         };
 
-        run_tool(&dir, "svmap", "svmap", &["-b", &svmap_ip.to_string(), "-P", "5062", &outside]);
-        assert!(in_ban_set(svmap_ip), "svmap not banned in the kernel:\n{}", lab.log_tail(20));
+        run_tool(
+            &dir,
+            "svmap",
+            "svmap",
+            &["-b", &svmap_ip.to_string(), "-P", "5062", &outside],
+        );
+        assert!(
+            in_ban_set(svmap_ip),
+            "svmap not banned in the kernel:\n{}",
+            lab.log_tail(20)
+        );
         snapshot("nft-after-svmap.txt");
         dropped_in_kernel(svmap_ip);
 
-        run_tool(&dir, "svwar", "svwar", &["-P", "5062", "-e", "100-199", "-m", "INVITE", "--maximumtime", "3", &outside]);
-        assert!(in_ban_set(local), "svwar not banned in the kernel:\n{}", lab.log_tail(20));
+        run_tool(
+            &dir,
+            "svwar",
+            "svwar",
+            &[
+                "-P",
+                "5062",
+                "-e",
+                "100-199",
+                "-m",
+                "INVITE",
+                "--maximumtime",
+                "3",
+                &outside,
+            ],
+        );
+        assert!(
+            in_ban_set(local),
+            "svwar not banned in the kernel:\n{}",
+            lab.log_tail(20)
+        );
         snapshot("nft-after-svwar.txt");
         dropped_in_kernel(local);
 
@@ -162,17 +218,32 @@ fn sipvicious_scanners_are_banned_in_the_kernel_while_the_trunk_calls() {
             .current_dir(lab.dir())
             .output()
             .unwrap();
-        assert!(unban.status.success(), "{}", String::from_utf8_lossy(&unban.stderr));
+        assert!(
+            unban.status.success(),
+            "{}",
+            String::from_utf8_lossy(&unban.stderr)
+        );
         assert!(!nft_set("palisade", "ban_v4").contains(&"127.0.0.1".to_string()));
         assert!(
-            wait_until(Duration::from_secs(5), || lab.log().contains("unbanned by an operator source=127.0.0.1")),
+            wait_until(Duration::from_secs(5), || lab
+                .log()
+                .contains("unbanned by an operator source=127.0.0.1")),
             "{}",
             lab.log_tail(20)
         );
 
         // svcrack keeps trying for 10 s: check the kernel while it runs.
-        let mut svcrack = spawn_tool(&dir, "svcrack", "svcrack", &["-P", "5062", "-u", "100", "-r", "1000-1099", &outside]);
-        assert!(in_ban_set(local), "svcrack not banned in the kernel:\n{}", lab.log_tail(20));
+        let mut svcrack = spawn_tool(
+            &dir,
+            "svcrack",
+            "svcrack",
+            &["-P", "5062", "-u", "100", "-r", "1000-1099", &outside],
+        );
+        assert!(
+            in_ban_set(local),
+            "svcrack not banned in the kernel:\n{}",
+            lab.log_tail(20)
+        );
         snapshot("nft-after-svcrack.txt");
         dropped_in_kernel(local);
         let _ = svcrack.wait();
@@ -180,7 +251,13 @@ fn sipvicious_scanners_are_banned_in_the_kernel_while_the_trunk_calls() {
         // Each was detected on its first request: one ban decision per tool,
         // and far fewer than 100 requests ever reached Palisade.
         let log = lab.log();
-        let bans = |ip: Ipv4Addr| log_lines_with(&log, &format!("source={ip} reason=scanner-user-agent verdict=ban")).len();
+        let bans = |ip: Ipv4Addr| {
+            log_lines_with(
+                &log,
+                &format!("source={ip} reason=scanner-user-agent verdict=ban"),
+            )
+            .len()
+        };
         assert_eq!(bans(svmap_ip), 1, "{}", lab.log_tail(30));
         assert_eq!(bans(local), 2, "{}", lab.log_tail(30));
         let processed = log.lines().filter(|l| l.contains("guard decision")).count();
@@ -201,12 +278,17 @@ fn sipvicious_scanners_are_banned_in_the_kernel_while_the_trunk_calls() {
         let list = String::from_utf8_lossy(&list.stdout).into_owned();
         std::fs::write(dir.join("bans-list.txt"), &list).unwrap();
         for ip in scanners {
-            assert!(list.lines().any(|l| l.starts_with(&ip.to_string()) && l.contains("scanner-user-agent")), "{list}");
+            assert!(
+                list.lines()
+                    .any(|l| l.starts_with(&ip.to_string()) && l.contains("scanner-user-agent")),
+                "{list}"
+            );
         }
 
         // Bans expire in the kernel by themselves (ban_seconds: 6).
         assert!(
-            wait_until(Duration::from_secs(12), || nft_set("palisade", "ban_v4").is_empty()),
+            wait_until(Duration::from_secs(12), || nft_set("palisade", "ban_v4")
+                .is_empty()),
             "bans did not expire: {:?}",
             nft_set("palisade", "ban_v4")
         );
@@ -214,8 +296,14 @@ fn sipvicious_scanners_are_banned_in_the_kernel_while_the_trunk_calls() {
         let status = lab.shutdown();
         assert!(status.success());
         let rules = nft_ruleset();
-        assert!(!rules.contains("table inet palisade"), "Palisade left its table:\n{rules}");
-        assert!(rules.contains("table inet bystander"), "Palisade touched another table:\n{rules}");
+        assert!(
+            !rules.contains("table inet palisade"),
+            "Palisade left its table:\n{rules}"
+        );
+        assert!(
+            rules.contains("table inet bystander"),
+            "Palisade touched another table:\n{rules}"
+        );
     });
 }
 
@@ -260,7 +348,11 @@ fn invite_flood_is_banned_while_the_pbx_places_200_calls() {
         carrier.wait().assert_success(200);
         let _ = flood.kill();
         let set = nft_set("palisade", "ban_v4");
-        assert!(set.contains(&flooder.to_string()), "flooder not banned: {set:?}\n{}", lab.log_tail(30));
+        assert!(
+            set.contains(&flooder.to_string()),
+            "flooder not banned: {set:?}\n{}",
+            lab.log_tail(30)
+        );
         let meter = nft_counter("palisade", "meter_banned");
         let dropped = nft_counter("palisade", "banned_dropped");
         std::fs::write(
@@ -272,7 +364,10 @@ fn invite_flood_is_banned_while_the_pbx_places_200_calls() {
             ),
         )
         .unwrap();
-        assert!(dropped + meter > 100, "the kernel dropped only {dropped}+{meter} packets");
+        assert!(
+            dropped + meter > 100,
+            "the kernel dropped only {dropped}+{meter} packets"
+        );
     });
 }
 
@@ -346,7 +441,16 @@ fn alerts_after(lab: Lab) -> Vec<String> {
 fn fraud_office_traffic_raises_no_alert() {
     let alerts = fraud_run(
         Slot::FraudOffice,
-        &["+4930123407", "+4989555123", "+4971100100", "112", "+4940987654", "+4930123499", "+4922133344", "+4969111222"],
+        &[
+            "+4930123407",
+            "+4989555123",
+            "+4971100100",
+            "112",
+            "+4940987654",
+            "+4930123499",
+            "+4922133344",
+            "+4969111222",
+        ],
         "uas_answer",
         2500,
     );
@@ -357,13 +461,21 @@ fn fraud_office_traffic_raises_no_alert() {
 fn fraud_calls_per_minute() {
     let numbers: Vec<String> = (0..15).map(|i| format!("+49301234{:02}", i * 7)).collect();
     let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
-    assert_eq!(fraud_run(Slot::FraudCallsPerMinute, &refs, "uas_answer", 2500), ["cpm critical"]);
+    assert_eq!(
+        fraud_run(Slot::FraudCallsPerMinute, &refs, "uas_answer", 2500),
+        ["cpm critical"]
+    );
 }
 
 #[test]
 fn fraud_high_risk_destinations() {
     assert_eq!(
-        fraud_run(Slot::FraudHighRisk, &["+88212345678", "+25261234567"], "uas_answer", 2500),
+        fraud_run(
+            Slot::FraudHighRisk,
+            &["+88212345678", "+25261234567"],
+            "uas_answer",
+            2500
+        ),
         ["irsf critical"]
     );
 }
@@ -373,7 +485,12 @@ fn fraud_international_after_hours() {
     assert_eq!(
         fraud_run(
             Slot::FraudAfterHours,
-            &["+12125550101", "+12125550133", "+12125550177", "+12125550199"],
+            &[
+                "+12125550101",
+                "+12125550133",
+                "+12125550177",
+                "+12125550199"
+            ],
             "uas_answer",
             2500
         ),
@@ -386,7 +503,14 @@ fn fraud_number_walking() {
     assert_eq!(
         fraud_run(
             Slot::FraudNumberWalking,
-            &["+4971100100", "+4971100101", "+4971100102", "+4971100103", "+4971100104", "+4971100105"],
+            &[
+                "+4971100100",
+                "+4971100101",
+                "+4971100102",
+                "+4971100103",
+                "+4971100104",
+                "+4971100105"
+            ],
             "uas_answer",
             2500
         ),
@@ -399,7 +523,14 @@ fn fraud_wangiri_burst_of_unanswered_calls() {
     assert_eq!(
         fraud_run(
             Slot::FraudWangiri,
-            &["+4930111007", "+4930222014", "+4930333021", "+4930444028", "+4930555035", "+4930666042"],
+            &[
+                "+4930111007",
+                "+4930222014",
+                "+4930333021",
+                "+4930444028",
+                "+4930555035",
+                "+4930666042"
+            ],
             "uas_busy",
             2500
         ),
@@ -412,7 +543,13 @@ fn fraud_repeated_calls_to_one_number() {
     assert_eq!(
         fraud_run(
             Slot::FraudRepeated,
-            &["+4930555123", "+4930555123", "+4930555123", "+4930555123", "+4930555123"],
+            &[
+                "+4930555123",
+                "+4930555123",
+                "+4930555123",
+                "+4930555123",
+                "+4930555123"
+            ],
             "uas_answer",
             2500
         ),
@@ -422,7 +559,9 @@ fn fraud_repeated_calls_to_one_number() {
 
 #[test]
 fn fraud_duration_cap_tears_the_call_down_mid_way() {
-    let lab = Lab::builder(Slot::FraudDurationCap).guard_yaml(FRAUD).start();
+    let lab = Lab::builder(Slot::FraudDurationCap)
+        .guard_yaml(FRAUD)
+        .start();
     let carrier = lab.carrier_primary("uas_answer").spawn_uas();
     let started = now();
     // The PBX would talk for as long as it takes: only Palisade's BYE ends it.
@@ -439,7 +578,11 @@ fn fraud_duration_cap_tears_the_call_down_mid_way() {
         "torn down after {elapsed:?}"
     );
     let log = lab.log();
-    assert!(log.contains("rule=duration-cap") && log.contains("call torn down"), "{}", lab.log_tail(30));
+    assert!(
+        log.contains("rule=duration-cap") && log.contains("call torn down"),
+        "{}",
+        lab.log_tail(30)
+    );
     assert!(log.contains("reason=guard"), "{}", lab.log_tail(30));
     assert_eq!(alerts_after(lab), ["duration-cap critical"]);
 }
@@ -461,10 +604,17 @@ fn dry_run_logs_but_blocks_nothing() {
         .as_bytes(),
         Duration::from_secs(2),
     );
-    assert!(ua_probe.is_some_and(|r| r.starts_with(b"SIP/2.0 200")), "dry-run blocked the scanner");
+    assert!(
+        ua_probe.is_some_and(|r| r.starts_with(b"SIP/2.0 200")),
+        "dry-run blocked the scanner"
+    );
     // Fraud: the duration cap would tear down, but the call runs to its end.
     let carrier = lab.carrier_primary("uas_answer").spawn_uas();
-    let pbx = lab.pbx_uac("uac_call").pause_ms(6000).timeout(Duration::from_secs(30)).run();
+    let pbx = lab
+        .pbx_uac("uac_call")
+        .pause_ms(6000)
+        .timeout(Duration::from_secs(30))
+        .run();
     pbx.assert_success(1);
     carrier.wait().assert_success(1);
     let log = lab.log();

@@ -1671,7 +1671,7 @@ fn guard_sections_are_validated_with_locations() {
             "{BASE}fraud:\n  rules:\n    - {{name: a, kind: walking, warning: {{threshold: 9}}}}\n"
         ),
         14,
-        24,
+        23,
         "fraud.rules[0].kind",
         "unknown value `walking`",
     );

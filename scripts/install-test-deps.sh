@@ -13,6 +13,10 @@ set -euo pipefail
 # command  Debian package   why
 TOOLS=(
     "sipp:sip-tester"       # the PBX and carrier peers in every call test
+    "svmap:sipvicious"      # guard tests: real scanners (svmap, svwar, svcrack)
+    "nft:nftables"          # guard tests: Palisade's table, ban sets, counters
+    "ip:iproute2"           # guard tests: a network namespace per test
+    "timeout:coreutils"     # guard tests: bound every scanner run
 )
 
 missing_pkgs=()
@@ -25,7 +29,7 @@ for entry in "${TOOLS[@]}"; do
 done
 
 if [ "${#missing_pkgs[@]}" -eq 0 ]; then
-    echo "install-test-deps: all tools present (sipp: $(command -v sipp))"
+    echo "install-test-deps: all tools present (sipp: $(command -v sipp), svmap: $(command -v svmap), nft: $(command -v nft))"
     exit 0
 fi
 

@@ -222,7 +222,8 @@ impl Store {
                     "UPDATE alerts SET severity = ?2, first_seen = ?3, last_seen = ?4,
                         count = count + ?5, measure = ?6,
                         threshold = CASE WHEN ?7 >= 0 THEN ?7 ELSE threshold END,
-                        action = ?8, evidence = ?9
+                        action = CASE WHEN ?8 = 'repeat' THEN action ELSE ?8 END,
+                        evidence = ?9
                      WHERE id = ?1",
                     params![
                         id,

@@ -152,8 +152,9 @@ pub struct AlertEvent {
     pub measure: u64,
     /// The threshold it reached.
     pub threshold: u64,
-    /// What the guard did (`alert`, `reject`, `teardown`, `ban`, or
-    /// `dry-run:<action>`).
+    /// What the guard did (`alert`, `reject`, `teardown`, `ban`,
+    /// `dry-run:<action>`, or `repeat` for occurrences flushed later, which
+    /// keeps the action already recorded).
     pub action: String,
     /// When, Unix milliseconds.
     pub at_unix_ms: i64,

@@ -27,6 +27,8 @@
 mod alert;
 mod clock;
 mod fraud;
+#[doc(hidden)]
+pub mod fuzz;
 mod guard;
 pub mod limit;
 pub mod scanner;

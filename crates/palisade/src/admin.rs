@@ -29,7 +29,7 @@ fn target(db: &DbArgs) -> Result<(PathBuf, String), AppError> {
     }
 }
 
-fn open(path: &PathBuf) -> Result<Store, AppError> {
+fn open(path: &std::path::Path) -> Result<Store, AppError> {
     if !path.exists() {
         return Err(AppError::Usage(format!(
             "{}: no alert database (Palisade creates it when it runs with the guard on)",
@@ -37,10 +37,6 @@ fn open(path: &PathBuf) -> Result<Store, AppError> {
         )));
     }
     Ok(Store::open(path)?)
-}
-
-fn time(ms: i64) -> String {
-    jiff_like(ms)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` without pulling a date crate into the binary.
@@ -92,7 +88,7 @@ pub fn alerts(args: &AlertsArgs) -> Result<(), AppError> {
                 }
             } else {
                 println!(
-                    "{:>5}  {:<14} {:<9} {:<26} {:<28} {:>6}  {:<20} {:<20} {}",
+                    "{:>5}  {:<14} {:<9} {:<26} {:<28} {:>6}  {:<20} {:<20} ACTION",
                     "ID",
                     "STATUS",
                     "SEVERITY",
@@ -101,7 +97,6 @@ pub fn alerts(args: &AlertsArgs) -> Result<(), AppError> {
                     "COUNT",
                     "FIRST SEEN",
                     "LAST SEEN",
-                    "ACTION"
                 );
                 for a in &list {
                     println!(
@@ -112,8 +107,8 @@ pub fn alerts(args: &AlertsArgs) -> Result<(), AppError> {
                         a.rule,
                         a.subject.to_string(),
                         a.count,
-                        time(a.first_seen_unix_ms),
-                        time(a.last_seen_unix_ms),
+                        jiff_like(a.first_seen_unix_ms),
+                        jiff_like(a.last_seen_unix_ms),
                         a.action
                     );
                 }
@@ -151,8 +146,8 @@ pub fn bans(args: &BansArgs) -> Result<(), AppError> {
             let list = store.list_bans(now, *all)?;
             if !*json {
                 println!(
-                    "{:<40} {:<20} {:<20} {:<8} {}",
-                    "SOURCE", "REASON", "EXPIRES", "KERNEL", "DETAIL"
+                    "{:<40} {:<20} {:<20} {:<8} DETAIL",
+                    "SOURCE", "REASON", "EXPIRES", "KERNEL"
                 );
             }
             for b in &list {
@@ -178,7 +173,7 @@ pub fn bans(args: &BansArgs) -> Result<(), AppError> {
                         "{:<40} {:<20} {:<20} {:<8} {}",
                         b.ip,
                         b.reason,
-                        time(b.expires_unix_ms),
+                        jiff_like(b.expires_unix_ms),
                         in_kernel,
                         b.detail
                     );

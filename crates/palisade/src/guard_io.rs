@@ -100,9 +100,20 @@ pub fn trusted_nets(cfg: &Config) -> Vec<IpNet> {
     out
 }
 
+/// The deny-list the kernel enforces: none in dry-run (nothing is blocked).
+fn kernel_deny(cfg: &Config) -> Vec<IpNet> {
+    if cfg.guard().mode == GuardMode::Enforce {
+        cfg.guard().deny.clone()
+    } else {
+        Vec::new()
+    }
+}
+
 /// The table for `cfg`: SIP ports of every zone, media ranges, lists, meter.
+/// In dry-run the kernel blocks nothing: no deny entries, no meter.
 pub fn table_spec(cfg: &Config) -> TableSpec {
     let g = cfg.guard();
+    let enforce = g.mode == GuardMode::Enforce;
     let mut sip: Vec<Ports> = Vec::new();
     let mut media: Vec<Ports> = Vec::new();
     for z in cfg.zones() {
@@ -125,8 +136,12 @@ pub fn table_spec(cfg: &Config) -> TableSpec {
         sip_ports: sip,
         media_ports: media,
         allow: trusted_nets(cfg),
-        deny: g.deny.clone(),
-        meter_packets_per_second: g.kernel_meter.packets_per_second,
+        deny: kernel_deny(cfg),
+        meter_packets_per_second: if enforce {
+            g.kernel_meter.packets_per_second
+        } else {
+            0
+        },
         meter_burst_packets: g.kernel_meter.burst_packets,
         meter_ban: g.kernel_meter.ban,
         ban_set_size: g.max_sources.max(1024),
@@ -331,7 +346,7 @@ impl GuardIo {
         self.max_evidence = cfg.alerts().max_evidence_calls as usize;
         if let Some(tx) = &self.nft_tx
             && tx
-                .try_send(Request::Lists(trusted_nets(cfg), cfg.guard().deny.clone()))
+                .try_send(Request::Lists(trusted_nets(cfg), kernel_deny(cfg)))
                 .is_err()
         {
             self.nft_queue_full += 1;
@@ -349,7 +364,7 @@ impl GuardIo {
         }
     }
 
-    fn to_store(&mut self, m: StoreMsg) {
+    fn send_to_store(&mut self, m: StoreMsg) {
         if let Some(tx) = &self.store_tx {
             match tx.try_send(m) {
                 Ok(()) => {}
@@ -393,7 +408,7 @@ impl GuardIo {
                 {
                     self.nft_queue_full += 1;
                 }
-                self.to_store(StoreMsg::Ban {
+                self.send_to_store(StoreMsg::Ban {
                     ip,
                     reason: reason.as_str(),
                     detail,
@@ -418,7 +433,7 @@ impl GuardIo {
                 let mut ev = ev;
                 let excess = ev.evidence.len().saturating_sub(self.max_evidence.max(1));
                 ev.evidence.drain(..excess);
-                self.to_store(StoreMsg::Alert(Box::new(ev)));
+                self.send_to_store(StoreMsg::Alert(Box::new(ev)));
             }
             Action::Decision(d) => {
                 let mode = if d.dry_run { "dry-run" } else { "enforce" };

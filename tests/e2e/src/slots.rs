@@ -97,6 +97,10 @@ slots! {
     FraudDurationCap = 89,
     /// Dry-run: decisions logged, nothing blocked.
     GuardDryRun = 90,
+    /// The kernel meter bans a flood userspace lets through.
+    GuardKernelMeter = 91,
+    /// REGISTER answers are the same for every user.
+    GuardSameAnswer = 92,
 }
 
 impl Slot {

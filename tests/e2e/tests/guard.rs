@@ -2,6 +2,7 @@
 //! untrusted addresses, banned by nftables in a network namespace each test
 //! creates, while the trusted PBX's calls go through; and the fraud rules,
 //! one SIPp scenario per pattern, checked against the alert database.
+#![allow(clippy::unwrap_used)]
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -369,6 +370,110 @@ fn invite_flood_is_banned_while_the_pbx_places_200_calls() {
             "the kernel dropped only {dropped}+{meter} packets"
         );
     });
+}
+
+#[test]
+fn kernel_meter_bans_a_flood_without_userspace() {
+    const NAME: &str = "kernel_meter_bans_a_flood_without_userspace";
+    in_netns(Slot::GuardKernelMeter, NAME, || {
+        let slot = Slot::GuardKernelMeter;
+        let net = slot.net();
+        // Userspace limits far above the flood: only the kernel can stop it.
+        let yaml = GUARD_NFT.replace(
+            "  ban_seconds: 6\n",
+            "  ban_seconds: 6\n  default_limits: {requests_per_second: 1000000, requests_burst: 1000000, invites_per_second: 1000000, invites_burst: 1000000}\n",
+        );
+        let lab = Lab::builder(slot).guard_yaml(&yaml).start();
+        let flooder = net.untrusted_ip();
+        let flood = lab
+            .sipp("flood", "uac_call")
+            .local(std::net::SocketAddr::new(flooder.into(), 5090))
+            .remote(net.outside())
+            .key("caller", "+999")
+            .key("callee", "+4930123555")
+            .key("expect_peer", net.outside_ip())
+            .rate(2000)
+            .calls(8000)
+            .timeout(Duration::from_secs(4))
+            .spawn();
+        assert!(
+            wait_until(Duration::from_secs(6), || nft_set("palisade", "ban_v4")
+                .contains(&flooder.to_string())),
+            "the meter did not ban the flooder\n{}",
+            nft_ruleset()
+        );
+        let _ = flood.kill();
+        let meter = nft_counter("palisade", "meter_banned");
+        let dropped = nft_counter("palisade", "banned_dropped");
+        std::fs::write(
+            lab.dir().join("meter-counters.txt"),
+            format!(
+                "meter_banned={meter} banned_dropped={dropped}\n{}",
+                nft_ruleset()
+            ),
+        )
+        .unwrap();
+        assert!(meter >= 1, "meter_banned={meter}");
+        let log = lab.log();
+        assert!(
+            !log.contains(&format!("source={flooder} reason=")),
+            "userspace decided about the flooder; this test is about the kernel alone"
+        );
+        // The trusted PBX still gets through.
+        let carrier = lab.carrier_primary("uas_answer").spawn_uas();
+        lab.pbx_uac("uac_call")
+            .pause_ms(100)
+            .run()
+            .assert_success(1);
+        carrier.wait().assert_success(1);
+    });
+}
+
+#[test]
+fn unknown_users_and_any_password_get_the_same_answer() {
+    let yaml = GUARD_NFT.replace("nftables: on", "nftables: off");
+    let lab = Lab::builder(Slot::GuardSameAnswer)
+        .guard_yaml(&yaml)
+        .start();
+    let net = lab.net();
+    let register = |user: &str, auth: &str, n: u32| {
+        let text = format!(
+            "REGISTER sip:{o} SIP/2.0\r\nVia: SIP/2.0/UDP {u}:5099;branch=z9hG4bK-same{n}\r\nMax-Forwards: 70\r\n\
+             From: <sip:{user}@{o}>;tag=f{n}\r\nTo: <sip:{user}@{o}>\r\nCall-ID: same-{n}\r\nCSeq: 1 REGISTER\r\n\
+             Contact: <sip:{user}@{u}:5099>\r\n{auth}Content-Length: 0\r\n\r\n",
+            o = net.outside_ip(),
+            u = net.untrusted_ip()
+        );
+        let resp = raw::udp_request(
+            net.untrusted_ip(),
+            net.outside(),
+            text.as_bytes(),
+            Duration::from_secs(2),
+        )
+        .unwrap_or_else(|| panic!("no answer for {user}"));
+        let resp = String::from_utf8_lossy(&resp).into_owned();
+        // Status line and header names (and values of the ones that do not echo the request).
+        resp.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let name = l.split(':').next().unwrap_or("");
+                match name {
+                    "Via" | "From" | "To" | "Call-ID" | "CSeq" => name.to_string(),
+                    _ => l.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let existing = register("100", "", 1);
+    let unknown = register("987654", "", 2);
+    let wrong_password = register(
+        "100",
+        "Authorization: Digest username=\"100\", realm=\"x\", nonce=\"n\", uri=\"sip:x\", response=\"00000000000000000000000000000000\"\r\n",
+        3,
+    );
+    assert!(existing[0].starts_with("SIP/2.0 405"), "{existing:?}");
+    assert_eq!(existing, unknown);
+    assert_eq!(existing, wrong_password);
 }
 
 // ------------------------------------------------------------------ fraud

@@ -520,13 +520,13 @@ fn trunk_cac_answers_503_and_never_bans() {
     let (a, _) = c.start(t0, "+1");
     c.start(t0, "+2");
     assert_eq!(c.start(t0, "+3").1, Verdict::Reject(503));
-    assert_eq!(
-        c.start(t0, "911").1,
-        Verdict::Allow,
-        "emergency calls pass CAC"
-    );
+    let (e, v) = c.start(t0, "911");
+    assert_eq!(v, Verdict::Allow, "emergency calls pass CAC");
     c.end(t0, a, true, 1);
-    assert_eq!(c.start(t0, "+4").1, Verdict::Allow);
+    // The emergency call occupies a slot like any call.
+    assert_eq!(c.start(t0, "+4").1, Verdict::Reject(503));
+    c.end(t0, e, true, 1);
+    assert_eq!(c.start(t0, "+5").1, Verdict::Allow);
     assert!(bans(&actions(&mut c.g)).is_empty());
 }
 

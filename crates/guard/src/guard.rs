@@ -347,6 +347,15 @@ impl Guard {
         self.cap_actions();
     }
 
+    /// Emits the alert occurrences the throttle is holding back (at
+    /// shutdown, so the store records every one).
+    pub fn flush_alerts(&mut self, now: Instant) {
+        let unix = self.wall.unix_ms(now);
+        self.fraud
+            .flush(now, unix, &mut self.actions, &mut self.stats);
+        self.cap_actions();
+    }
+
     fn cap_actions(&mut self) {
         while self.actions.len() > MAX_ACTIONS {
             self.actions.pop_front();

@@ -223,7 +223,7 @@ impl EngineLoop {
         info!("engine loop stopped");
         // Calls ended by the shutdown told the guard; carry out what it said.
         if let Some(g) = self.guard.as_mut() {
-            g.drive(&mut self.engine);
+            g.last_drive(&mut self.engine);
         }
         let report = self.report();
         if let Some(g) = self.guard.take() {

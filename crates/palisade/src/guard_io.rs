@@ -450,6 +450,13 @@ impl GuardIo {
         }
     }
 
+    /// Last turn at shutdown: held-back alert occurrences are emitted and
+    /// every action carried out.
+    pub fn last_drive(&mut self, engine: &mut Engine) {
+        self.guard.with(|g| g.flush_alerts(now()));
+        self.drive(engine);
+    }
+
     /// Ends the threads: the channels close, the store flushes.
     pub fn close(self) {
         drop(self.nft_tx);

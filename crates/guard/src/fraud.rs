@@ -397,7 +397,13 @@ impl FraudEngine {
             } else {
                 measure
             };
-            if let Some(h) = hit(rule, measure) {
+            // Wangiri and minutes per day are measured when calls end; at
+            // the start of a call they only block (an alert-only level has
+            // already been raised by the call that crossed it).
+            let measured_at_end = matches!(rule.kind, RuleKind::Wangiri | RuleKind::MinutesPerDay);
+            if let Some(h) = hit(rule, measure)
+                && !(measured_at_end && h.action == FraudAction::Alert)
+            {
                 let v = self.act(
                     now,
                     unix,

@@ -101,6 +101,8 @@ slots! {
     GuardKernelMeter = 91,
     /// REGISTER answers are the same for every user.
     GuardSameAnswer = 92,
+    /// Without permission for nft: in-process blocking, said loudly.
+    GuardFallback = 93,
 }
 
 impl Slot {

@@ -476,6 +476,91 @@ fn unknown_users_and_any_password_get_the_same_answer() {
     assert_eq!(existing, wrong_password);
 }
 
+#[test]
+fn without_nft_permission_the_guard_blocks_in_process_and_says_so() {
+    const NAME: &str = "without_nft_permission_the_guard_blocks_in_process_and_says_so";
+    in_netns(Slot::GuardFallback, NAME, || {
+        let slot = Slot::GuardFallback;
+        let net = slot.net();
+        // Palisade as `nobody`: nft is there but not permitted.
+        let tmp =
+            std::env::temp_dir().join(format!("palisade-e2e-fallback-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let setpriv = require_tool("setpriv");
+        let wrapper = tmp.join("palisade-as-nobody");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec {} --reuid=65534 --regid=65534 --clear-groups {} \"$@\"\n",
+                setpriv.display(),
+                palisade_bin().display()
+            ),
+        )
+        .unwrap();
+        Command::new("chmod")
+            .arg("755")
+            .arg(&wrapper)
+            .status()
+            .unwrap();
+        Command::new("chmod").arg("777").arg(&tmp).status().unwrap();
+        let yaml = GUARD_NFT.replace("nftables: on", "nftables: auto").replace(
+            "database_path: alerts.db",
+            &format!("database_path: {}/alerts.db", tmp.display()),
+        );
+        let lab = Lab::builder(slot)
+            .binary(&wrapper)
+            .guard_yaml(&yaml)
+            .start();
+        let log = lab.log();
+        assert!(
+            log.contains("FALLING BACK to in-process blocking"),
+            "{}",
+            lab.log_tail(20)
+        );
+        assert!(
+            !nft_ruleset().contains("table inet palisade"),
+            "{}",
+            nft_ruleset()
+        );
+        // A scanner is still stopped: banned in-process, never answered again.
+        let scanner = |n: u32| {
+            raw::udp_request(
+                net.untrusted_ip(),
+                net.outside(),
+                format!(
+                    "OPTIONS sip:{o} SIP/2.0\r\nVia: SIP/2.0/UDP {u}:5099;branch=z9hG4bK-fb{n}\r\nMax-Forwards: 70\r\nFrom: <sip:100@{u}>;tag=a{n}\r\nTo: <sip:100@{o}>\r\nCall-ID: fb-{n}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: sipcli/v1.8\r\nContent-Length: 0\r\n\r\n",
+                    o = net.outside_ip(),
+                    u = net.untrusted_ip()
+                )
+                .as_bytes(),
+                Duration::from_millis(500),
+            )
+        };
+        assert!(scanner(1).is_none());
+        assert!(scanner(2).is_none());
+        assert!(
+            lab.log().contains("reason=scanner-user-agent verdict=ban"),
+            "{}",
+            lab.log_tail(20)
+        );
+        // The trusted PBX is unaffected.
+        let carrier = lab.carrier_primary("uas_answer").spawn_uas();
+        lab.pbx_uac("uac_call")
+            .pause_ms(100)
+            .run()
+            .assert_success(1);
+        carrier.wait().assert_success(1);
+        let dir = lab.dir().to_path_buf();
+        assert!(lab.shutdown().success());
+        let log = std::fs::read_to_string(dir.join("palisade.log")).unwrap();
+        assert!(
+            log.contains("palisade_guard_fallback_mode=1"),
+            "no fallback gauge in the stats"
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+    });
+}
+
 // ------------------------------------------------------------------ fraud
 
 /// Runs the PBX calling `numbers` (one call each, in order) through a lab

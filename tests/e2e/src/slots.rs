@@ -103,6 +103,8 @@ slots! {
     GuardSameAnswer = 92,
     /// Without permission for nft: in-process blocking, said loudly.
     GuardFallback = 93,
+    /// SIGHUP applies a new deny-list to the kernel.
+    GuardReload = 94,
 }
 
 impl Slot {

@@ -561,6 +561,52 @@ fn without_nft_permission_the_guard_blocks_in_process_and_says_so() {
     });
 }
 
+#[test]
+fn sighup_applies_a_new_deny_list_to_the_kernel() {
+    const NAME: &str = "sighup_applies_a_new_deny_list_to_the_kernel";
+    in_netns(Slot::GuardReload, NAME, || {
+        let slot = Slot::GuardReload;
+        let net = slot.net();
+        let lab = Lab::builder(slot).guard_yaml(GUARD_NFT).start();
+        let denied = net.ip(77);
+        let options = |n: u32| {
+            raw::udp_options(
+                denied,
+                net.outside(),
+                &format!("reload-{n}"),
+                Duration::from_millis(400),
+            )
+        };
+        assert!(
+            options(1).is_some(),
+            "answered before the deny-list names it"
+        );
+        let text = std::fs::read_to_string(lab.config_path()).unwrap();
+        let text = text.replace(
+            "  ban_seconds: 6\n",
+            &format!("  ban_seconds: 6\n  deny: [{denied}/32]\n"),
+        );
+        std::fs::write(lab.config_path(), text).unwrap();
+        let pid = lab.pid().unwrap();
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(5), || nft_set("palisade", "deny_v4")
+                .contains(&denied.to_string())),
+            "deny_v4 after reload: {:?}\n{}",
+            nft_set("palisade", "deny_v4"),
+            lab.log_tail(20)
+        );
+        let before = nft_counter("palisade", "denied");
+        assert!(options(2).is_none(), "a denied source was answered");
+        assert!(nft_counter("palisade", "denied") > before);
+        // The trusted PBX is unaffected.
+        assert!(lab.options_ping(Duration::from_secs(1)).is_some());
+    });
+}
+
 // ------------------------------------------------------------------ fraud
 
 /// Runs the PBX calling `numbers` (one call each, in order) through a lab

@@ -105,6 +105,10 @@ slots! {
     GuardFallback = 93,
     /// SIGHUP applies a new deny-list to the kernel.
     GuardReload = 94,
+    /// Concurrent calls.
+    FraudConcurrent = 95,
+    /// Alerts persist across a restart and keep merging.
+    FraudRestart = 96,
 }
 
 impl Slot {

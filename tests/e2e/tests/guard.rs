@@ -40,13 +40,13 @@ fraud:
   domestic_prefixes: [\"+49\"]
   rules:
     - {name: cpm, kind: calls_per_minute, warning: {threshold: 10}, critical: {threshold: 12, action: reject}}
-    - {name: concurrent, kind: concurrent_calls, warning: {threshold: 30}}
+    - {name: concurrent, kind: concurrent_calls, warning: {threshold: 4}}
     - {name: per-day, kind: calls_per_day, warning: {threshold: 1000}}
     - {name: minutes, kind: minutes_per_day, warning: {threshold: 600}}
     - {name: irsf, kind: high_risk_destination, window_seconds: 3600, warning: {threshold: 1}, critical: {threshold: 2, action: reject}}
     - {name: intl-night, kind: international_after_hours, window_seconds: 3600, warning: {threshold: 3}, critical: {threshold: 6, action: reject}}
     - {name: walking, kind: number_walking, max_step: 1, window_seconds: 600, warning: {threshold: 5}, critical: {threshold: 8, action: reject}}
-    - {name: wangiri, kind: wangiri, short_call_seconds: 2, window_seconds: 300, warning: {threshold: 5}, critical: {threshold: 10, action: reject}}
+    - {name: wangiri, kind: wangiri, short_call_seconds: 1, window_seconds: 300, warning: {threshold: 5}, critical: {threshold: 10, action: reject}}
     - {name: repeated, kind: repeated_calls, window_seconds: 300, warning: {threshold: 4}, critical: {threshold: 6, action: reject}}
     - {name: duration-cap, kind: max_call_duration, warning: {threshold: 3}, critical: {threshold: 5, action: teardown}}
 alerts:
@@ -612,8 +612,25 @@ fn sighup_applies_a_new_deny_list_to_the_kernel() {
 /// Runs the PBX calling `numbers` (one call each, in order) through a lab
 /// with every fraud rule; returns the lab (stopped) directory's alert rules
 /// (`rule severity action` per alert) and the PBX outcome's file dir.
-fn fraud_run(slot: Slot, numbers: &[&str], carrier_scenario: &str, hold_ms: u64) -> Vec<String> {
-    let lab = Lab::builder(slot).guard_yaml(FRAUD).start();
+fn fraud_run(slot: Slot, numbers: &[&str], carrier_scenario: &str) -> Vec<String> {
+    fraud_run_with(slot, numbers, carrier_scenario, 1, FRAUD)
+}
+
+/// `numbers` called at `rate` per second, each answered call held 1.5 s (so
+/// at one call per second at most two run at once: below `concurrent`).
+fn fraud_run_with(
+    slot: Slot,
+    numbers: &[&str],
+    carrier_scenario: &str,
+    rate: u32,
+    yaml: &str,
+) -> Vec<String> {
+    let lab = Lab::builder(slot).guard_yaml(yaml).start();
+    place_calls(&lab, numbers, carrier_scenario, rate);
+    alerts_after(lab)
+}
+
+fn place_calls(lab: &Lab, numbers: &[&str], carrier_scenario: &str, rate: u32) {
     let csv = lab.dir().join("numbers.csv");
     let mut text = String::from("SEQUENTIAL\n");
     for n in numbers {
@@ -629,16 +646,15 @@ fn fraud_run(slot: Slot, numbers: &[&str], carrier_scenario: &str, hold_ms: u64)
     let pbx = lab
         .pbx_uac("uac_fraud")
         .calls(numbers.len() as u32)
-        .rate(20)
+        .rate(rate)
         .limit(20)
-        .pause_ms(hold_ms)
+        .pause_ms(1500)
         .arg("-inf")
         .arg(csv.display().to_string())
         .timeout(Duration::from_secs(60))
         .run();
     assert_eq!(pbx.exit_code, Some(0), "{}", pbx.files.diagnostics());
     let _ = carrier.kill();
-    alerts_after(lab)
 }
 
 /// Stops the lab (the store flushes) and lists its alerts.
@@ -688,7 +704,6 @@ fn fraud_office_traffic_raises_no_alert() {
             "+4969111222",
         ],
         "uas_answer",
-        2500,
     );
     assert!(alerts.is_empty(), "{alerts:?}");
 }
@@ -698,7 +713,7 @@ fn fraud_calls_per_minute() {
     let numbers: Vec<String> = (0..15).map(|i| format!("+49301234{:02}", i * 7)).collect();
     let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
     assert_eq!(
-        fraud_run(Slot::FraudCallsPerMinute, &refs, "uas_answer", 2500),
+        fraud_run(Slot::FraudCallsPerMinute, &refs, "uas_answer"),
         ["cpm critical"]
     );
 }
@@ -709,8 +724,7 @@ fn fraud_high_risk_destinations() {
         fraud_run(
             Slot::FraudHighRisk,
             &["+88212345678", "+25261234567"],
-            "uas_answer",
-            2500
+            "uas_answer"
         ),
         ["irsf critical"]
     );
@@ -727,8 +741,7 @@ fn fraud_international_after_hours() {
                 "+12125550177",
                 "+12125550199"
             ],
-            "uas_answer",
-            2500
+            "uas_answer"
         ),
         ["intl-night warning"]
     );
@@ -747,8 +760,7 @@ fn fraud_number_walking() {
                 "+4971100104",
                 "+4971100105"
             ],
-            "uas_answer",
-            2500
+            "uas_answer"
         ),
         ["walking warning"]
     );
@@ -767,8 +779,7 @@ fn fraud_wangiri_burst_of_unanswered_calls() {
                 "+4930555035",
                 "+4930666042"
             ],
-            "uas_busy",
-            2500
+            "uas_busy"
         ),
         ["wangiri warning"]
     );
@@ -786,11 +797,70 @@ fn fraud_repeated_calls_to_one_number() {
                 "+4930555123",
                 "+4930555123"
             ],
-            "uas_answer",
-            2500
+            "uas_answer"
         ),
         ["repeated warning"]
     );
+}
+
+#[test]
+fn fraud_concurrent_calls() {
+    assert_eq!(
+        fraud_run_with(
+            Slot::FraudConcurrent,
+            &[
+                "+4930111007",
+                "+4930222014",
+                "+4930333021",
+                "+4930444028",
+                "+4930555035"
+            ],
+            "uas_answer",
+            20,
+            FRAUD
+        ),
+        ["concurrent warning"]
+    );
+}
+
+#[test]
+fn fraud_alerts_survive_a_restart_and_keep_merging() {
+    let tmp = std::env::temp_dir().join(format!("palisade-e2e-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let db = tmp.join("alerts.db");
+    let yaml = FRAUD.replace(
+        "database_path: alerts.db",
+        &format!("database_path: {}", db.display()),
+    );
+    let lab = Lab::builder(Slot::FraudRestart).guard_yaml(&yaml).start();
+    place_calls(&lab, &["+4930555123"; 4], "uas_answer", 1);
+    assert!(lab.shutdown().success());
+    let show = || {
+        let out = Command::new(palisade_bin())
+            .args(["alerts", "list", "--json", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = show();
+    assert_eq!(before.lines().count(), 1, "{before}");
+    assert!(
+        before.contains("\"id\":1,") && before.contains("\"count\":1,"),
+        "{before}"
+    );
+    // A new process on the same database: the same rule and subject merge
+    // into the stored alert instead of opening another.
+    let lab = Lab::builder(Slot::FraudRestart).guard_yaml(&yaml).start();
+    place_calls(&lab, &["+4930555123"; 4], "uas_answer", 1);
+    assert!(lab.shutdown().success());
+    let after = show();
+    assert_eq!(after.lines().count(), 1, "{after}");
+    assert!(
+        after.contains("\"id\":1,") && after.contains("\"count\":2,"),
+        "{after}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 #[test]

@@ -20,6 +20,10 @@ TOOLS=(
     "baresip:baresip-core"  # real phones on both sides of the SRTP/RTP media tests
     "sox:sox"               # writes the test tones and checks what the phones recorded
     "dnsmasq:dnsmasq-base"  # the DNS server of the FQDN trunk tests (NAPTR, SRV, A)
+    "svmap:sipvicious"      # guard tests: real scanners (svmap, svwar, svcrack)
+    "nft:nftables"          # guard tests: Palisade's table, ban sets, counters
+    "ip:iproute2"           # guard tests: a network namespace per test
+    "timeout:coreutils"     # guard tests: bound every scanner run
 )
 
 missing_pkgs=()

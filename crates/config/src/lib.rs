@@ -19,6 +19,7 @@
 //! `ipnet`; `logging.level` is checked with `tracing-subscriber`'s own parser.
 
 mod error;
+mod guard;
 mod model;
 pub mod normalization;
 mod raw;
@@ -31,6 +32,12 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Problem};
+pub use guard::{
+    Alerts, DEFAULT_EMERGENCY_NUMBERS, DEFAULT_HIGH_RISK_PREFIXES, DEFAULT_LIMITS,
+    DEFAULT_SCANNER_USER_AGENTS, DailySpan, Fraud, FraudAction, FraudRule, Guard, GuardMode,
+    KernelMeter, Level, NftMode, RateLimit, RuleKind, Scanners, SourceLimits, SubjectKind,
+    TrunkLimits, TrustedPolicy, WEEKDAYS, When,
+};
 pub use ipnet::IpNet;
 pub use model::{
     Config, Destination, Dns, DnsMember, Health, Latching, LogFormat, Logging, Media, MediaRange,

@@ -459,6 +459,9 @@ pub struct Config {
     pub(crate) shutdown: Shutdown,
     pub(crate) logging: Logging,
     pub(crate) dns: Dns,
+    pub(crate) guard: crate::guard::Guard,
+    pub(crate) fraud: crate::guard::Fraud,
+    pub(crate) alerts: crate::guard::Alerts,
     /// One per zone.
     pub(crate) sources: Vec<SourceIndex>,
     /// Per trunk: indices of routes with that `from_trunk`, ascending.
@@ -517,6 +520,21 @@ impl Config {
     /// `dns:` settings.
     pub fn dns(&self) -> &Dns {
         &self.dns
+    }
+
+    /// `guard:` settings (DoS limits, scanners, trust lists, nftables).
+    pub fn guard(&self) -> &crate::guard::Guard {
+        &self.guard
+    }
+
+    /// `fraud:` rules.
+    pub fn fraud(&self) -> &crate::guard::Fraud {
+        &self.fraud
+    }
+
+    /// `alerts:` settings.
+    pub fn alerts(&self) -> &crate::guard::Alerts {
+        &self.alerts
     }
 
     /// The zone `id`; `None` only for an id from another `Config` with more zones.

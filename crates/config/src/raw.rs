@@ -23,6 +23,9 @@ pub(crate) struct RawConfig {
     pub logging: Option<RawLogging>,
     pub normalization: Option<crate::normalization::raw::RawNormalization>,
     pub dns: Option<S<RawDns>>,
+    pub guard: Option<crate::guard::RawGuard>,
+    pub fraud: Option<crate::guard::RawFraud>,
+    pub alerts: Option<crate::guard::RawAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]

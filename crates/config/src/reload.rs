@@ -11,12 +11,15 @@ impl Config {
     /// routes, timeouts (`sip.t1_ms`, `t2_ms`, `t4_ms`,
     /// `member_timeout_ms`, `no_answer_timeout_seconds`,
     /// `tcp_idle_timeout_seconds`, `tcp_connect_timeout_ms`,
-    /// `shutdown.grace_seconds`) and `logging.level`.
+    /// `shutdown.grace_seconds`), `logging.level`, and the guard's limits,
+    /// lists and fraud rules.
     ///
     /// Everything else is bound into sockets, buffers or the logger at start
     /// and needs a restart: zones (names and order, addresses, transports,
     /// ports, media ranges, DSCP), the `media` section (the relay is started
-    /// with it), the other `sip` limits and buffers, `node` and `logging.format`. On `Err`, one line per such change,
+    /// with it), the other `sip` limits and buffers, `node`, `logging.format`,
+    /// `guard.nftables`, `guard.nftables_table` and `alerts.database_path`. On
+    /// `Err`, one line per such change,
     /// `FIELD_PATH: OLD -> NEW`.
     ///
     /// Zones keep their ids across an accepted reload; trunk ids may change,
@@ -91,6 +94,17 @@ impl Config {
         );
         cmp("media.dscp_rtp", &o.dscp_rtp, &n.dscp_rtp);
         cmp("logging.format", &self.logging.format, &new.logging.format);
+        cmp("guard.nftables", &self.guard.nftables, &new.guard.nftables);
+        cmp(
+            "guard.nftables_table",
+            &self.guard.nftables_table,
+            &new.guard.nftables_table,
+        );
+        cmp(
+            "alerts.database_path",
+            &self.alerts.database_path,
+            &new.alerts.database_path,
+        );
         if out.is_empty() { Ok(()) } else { Err(out) }
     }
 }

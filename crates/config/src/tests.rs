@@ -138,6 +138,45 @@ fn reference_values_are_the_code_defaults() {
     assert_eq!(r.media(), d.media());
     // Trunk `pbx` spells out the media defaults.
     assert_eq!(r.trunks()[0].media, d.trunks()[0].media);
+    assert_eq!(r.alerts(), d.alerts());
+    let (rg, dg) = (r.guard(), d.guard());
+    assert_eq!(
+        (
+            rg.mode,
+            rg.nftables,
+            &rg.nftables_table,
+            rg.ban,
+            rg.max_sources
+        ),
+        (
+            dg.mode,
+            dg.nftables,
+            &dg.nftables_table,
+            dg.ban,
+            dg.max_sources
+        )
+    );
+    assert_eq!(rg.trusted.requests, dg.trusted.requests);
+    assert_eq!(rg.default_limits, dg.default_limits);
+    assert_eq!(rg.scanners, dg.scanners);
+    assert_eq!(rg.kernel_meter, dg.kernel_meter);
+    let (rf, df) = (r.fraud(), d.fraud());
+    assert_eq!(rf.high_risk_prefixes, df.high_risk_prefixes);
+    assert_eq!(rf.emergency_numbers, df.emergency_numbers);
+    assert_eq!(
+        (
+            rf.business_days,
+            rf.business_hours,
+            rf.nights,
+            rf.weekend_days
+        ),
+        (
+            df.business_days,
+            df.business_hours,
+            df.nights,
+            df.weekend_days
+        )
+    );
     // Zone `inside` and its first member spell out the defaults too.
     let (rz, dz) = (&r.zones()[0], &d.zones()[0]);
     assert_eq!(rz, dz);
@@ -1658,9 +1697,12 @@ fn reference_documents_every_schema_field() {
     );
     // Top level, node, sip, 2 zones + media, 2 trunks + 4 members + health +
     // 2 media + their normalization, 2 routes, media, shutdown, logging, dns
-    // (16 + 3 + 2 + 3), and the normalization section: privacy, profiles,
-    // rules, matches, actions and their arguments (52).
-    assert_eq!(checked, 76);
+    // (16 + 3 + 2 + 3), the normalization section: privacy, profiles, rules,
+    // matches, actions and their arguments (52); guard + trusted,
+    // default_limits, zone_limits[0], trunk_limits[0], scanners,
+    // kernel_meter; fraud + business_hours, nights, rules[0] + warning,
+    // critical; alerts (14).
+    assert_eq!(checked, 90);
 }
 
 /// Every key line in reference.yaml carries a comment, on the line or just above.
@@ -1875,4 +1917,66 @@ fn reference_dns_member_and_health() {
         (d.trunks()[0].health.interval, d.trunks()[0].health.timeout)
     );
     assert_eq!(r.dns(), d.dns());
+}
+// ------------------------------------------------------------------- guard
+
+#[test]
+fn guard_sections_are_validated_with_locations() {
+    let c = ok(BASE);
+    assert_eq!(c.guard().mode, GuardMode::Enforce);
+    assert_eq!(c.guard().nftables, NftMode::Auto);
+    assert!(c.fraud().rules.is_empty());
+    expect_one(
+        &format!("{BASE}guard:\n  mode: loud\n"),
+        13,
+        9,
+        "guard.mode",
+        "unknown value `loud`",
+    );
+    expect_one(
+        &format!("{BASE}guard:\n  trunk_limits:\n    - trunk: nope\n"),
+        14,
+        14,
+        "guard.trunk_limits[0].trunk",
+        "no trunk named `nope`",
+    );
+    expect_one(
+        &format!("{BASE}guard:\n  allow: [10.0.0.0/8]\n  deny: [10.1.0.0/16]\n"),
+        14,
+        10,
+        "guard.deny[0]",
+        "overlaps the allow-list",
+    );
+    expect_one(
+        &format!("{BASE}fraud:\n  timezone: Mars/Olympus\n"),
+        13,
+        13,
+        "fraud.timezone",
+        "not an IANA time zone",
+    );
+    expect_one(
+        &format!(
+            "{BASE}fraud:\n  rules:\n    - {{name: a, kind: calls_per_minute, warning: {{threshold: 9}}, critical: {{threshold: 3}}}}\n"
+        ),
+        14,
+        88,
+        "fraud.rules[0].critical.threshold",
+        "below the warning threshold",
+    );
+    expect_one(
+        &format!(
+            "{BASE}fraud:\n  rules:\n    - {{name: a, kind: walking, warning: {{threshold: 9}}}}\n"
+        ),
+        14,
+        23,
+        "fraud.rules[0].kind",
+        "unknown value `walking`",
+    );
+    expect_one(
+        &format!("{BASE}fraud:\n  high_risk_prefixes: [\"882\"]\n"),
+        13,
+        24,
+        "fraud.high_risk_prefixes[0]",
+        "`+` followed by",
+    );
 }

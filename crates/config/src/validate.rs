@@ -57,10 +57,10 @@ const STRUCTURAL_HEADERS: &[(&str, Option<&str>)] = &[
 ];
 
 /// A numeric setting: key, default, inclusive bounds.
-struct Num {
-    key: &'static str,
-    default: u64,
-    range: RangeInclusive<u64>,
+pub(crate) struct Num {
+    pub(crate) key: &'static str,
+    pub(crate) default: u64,
+    pub(crate) range: RangeInclusive<u64>,
 }
 
 const T1_MS: Num = Num {
@@ -216,17 +216,22 @@ const MAX_CODECS: usize = 32;
 const MAX_CODEC_CHARS: usize = 32;
 
 /// Collects problems while validating.
-struct Ctx {
-    problems: Vec<Problem>,
+pub(crate) struct Ctx {
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl Ctx {
-    fn err(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn err(
+        &mut self,
+        at: Location,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.problems.push(Problem::at(at, path, message));
     }
 
     /// An optional number in `num.range`; the default when absent or invalid.
-    fn num(&mut self, value: Option<&S<u64>>, section: &str, num: &Num) -> u64 {
+    pub(crate) fn num(&mut self, value: Option<&S<u64>>, section: &str, num: &Num) -> u64 {
         let Some(v) = value else {
             return num.default;
         };
@@ -248,7 +253,7 @@ impl Ctx {
     }
 }
 
-fn join(section: &str, key: &str) -> String {
+pub(crate) fn join(section: &str, key: &str) -> String {
     if section.is_empty() {
         key.to_owned()
     } else {
@@ -260,7 +265,7 @@ fn clamp_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
-fn clamp_u32(v: u64) -> u32 {
+pub(crate) fn clamp_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
@@ -316,6 +321,15 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     };
     let logging = logging(&mut cx, raw.logging.unwrap_or_default());
     let dns = dns(&mut cx, raw.dns.as_ref());
+    let plain_trunks: Vec<Trunk> = trunks.iter().map(|(t, _)| t.clone()).collect();
+    let guard = crate::guard::guard(
+        &mut cx,
+        raw.guard.unwrap_or_default(),
+        &zones,
+        &plain_trunks,
+    );
+    let fraud = crate::guard::fraud(&mut cx, raw.fraud.unwrap_or_default(), &plain_trunks);
+    let alerts = crate::guard::alerts(&mut cx, raw.alerts.unwrap_or_default());
 
     if !cx.problems.is_empty() {
         let mut problems = cx.problems;
@@ -347,6 +361,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         shutdown,
         logging,
         dns,
+        guard,
+        fraud,
+        alerts,
         sources,
         routes_from,
         routes_from_any,
@@ -354,7 +371,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     })
 }
 
-fn check_name(
+pub(crate) fn check_name(
     cx: &mut Ctx,
     name: &S<String>,
     path: &str,
@@ -381,7 +398,7 @@ fn check_name(
     }
 }
 
-fn node_name_char(c: char) -> bool {
+pub(crate) fn node_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
@@ -1207,7 +1224,7 @@ fn normalise(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn parse_net(cx: &mut Ctx, v: &S<String>, path: &str) -> Option<IpNet> {
+pub(crate) fn parse_net(cx: &mut Ctx, v: &S<String>, path: &str) -> Option<IpNet> {
     let text = v.value.trim();
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(IpNet::from(normalise(ip)));

@@ -1,6 +1,7 @@
 //! The command line (clap derive). One subcommand per job, so later ones
 //! (`palisade normalize ...`) slot in as new [`Command`] variants.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -36,6 +37,11 @@ pub enum Command {
     /// as Palisade would send it (out) or process it (in), the rules that
     /// fired and what they changed, and a unified diff. Never opens a socket.
     Normalize(NormalizeArgs),
+    /// Fraud alerts in the alert database: list, show, acknowledge, resolve,
+    /// mark false positive. Works while Palisade runs.
+    Alerts(AlertsArgs),
+    /// Bans: list them (database and kernel) or lift one.
+    Bans(BansArgs),
 }
 
 /// Which way the message goes, seen from Palisade.
@@ -70,6 +76,103 @@ pub struct NormalizeArgs {
     /// Print one JSON object (message, fired rules, diff) instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which alert database: the one a configuration names, or a file.
+#[derive(Debug, Args, PartialEq, Eq)]
+pub struct DbArgs {
+    /// The configuration whose `alerts.database_path` (and nftables table) to use.
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// The SQLite file itself (instead of --config).
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "config")]
+    pub db: Option<PathBuf>,
+}
+
+/// `palisade alerts`.
+#[derive(Debug, Args, PartialEq, Eq)]
+pub struct AlertsArgs {
+    /// Where the database is.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AlertsCommand,
+}
+
+/// `palisade alerts <command>`.
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum AlertsCommand {
+    /// List alerts, newest first.
+    List {
+        /// Only alerts in this status: open, acknowledged, resolved, false-positive.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One alert with its evidence, as JSON.
+    Show {
+        /// Alert id.
+        id: i64,
+    },
+    /// open -> acknowledged.
+    Ack(StatusArgs),
+    /// open|acknowledged -> resolved.
+    Resolve(StatusArgs),
+    /// open|acknowledged -> false-positive.
+    FalsePositive(StatusArgs),
+}
+
+/// Who changes an alert's status, and why.
+#[derive(Debug, Args, PartialEq, Eq)]
+pub struct StatusArgs {
+    /// Alert id.
+    pub id: i64,
+    /// Who (recorded with the status).
+    #[arg(long)]
+    pub by: String,
+    /// A note (recorded with the status).
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+/// `palisade bans`.
+#[derive(Debug, Args, PartialEq, Eq)]
+pub struct BansArgs {
+    /// Where the database is.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: BansCommand,
+}
+
+/// `palisade bans <command>`.
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum BansCommand {
+    /// Bans in force: source, reason, expiry, and whether the kernel holds them.
+    List {
+        /// Expired and lifted bans too.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift the ban of a source: removed from nftables now, and the running
+    /// Palisade forgets it within a second.
+    Unban {
+        /// The source address.
+        ip: IpAddr,
+        /// Who (recorded).
+        #[arg(long)]
+        by: String,
+    },
 }
 
 /// `palisade run`.

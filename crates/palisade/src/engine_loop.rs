@@ -18,6 +18,7 @@ use palisade_transport::{Outgoing, Received, Transports};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
+use crate::guard_io::{GuardIo, GuardIoStats};
 use crate::listeners::ListenerMap;
 use crate::media::EngineMedia;
 use crate::now;
@@ -72,6 +73,8 @@ pub struct LoopReport {
     pub media: Option<MediaStats>,
     /// The relay's, when media is anchored.
     pub relay: Option<RelayStats>,
+    /// The guard's, when it runs.
+    pub guard: Option<GuardIoStats>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +114,7 @@ pub struct EngineLoop {
     media: Option<EngineMedia>,
     /// Taken from `media` when the loop starts.
     reports: Option<mpsc::Receiver<Report>>,
+    guard: Option<GuardIo>,
 }
 
 /// A deadline far enough away to mean "never" for a disabled sleep.
@@ -135,6 +139,25 @@ impl EngineLoop {
             phase: Phase::Running,
             media: None,
             reports: None,
+            guard: None,
+        }
+    }
+
+    /// Runs the guard: installs its hook in the engine and carries out its
+    /// actions after every batch.
+    pub fn with_guard(mut self, guard: GuardIo) -> Self {
+        self.engine.set_guard(guard.hook());
+        self.guard = Some(guard);
+        self
+    }
+
+    /// The engine's next deadline, or the guard's if earlier.
+    fn next_deadline(&self) -> Option<Instant> {
+        let e = self.engine.poll_timeout();
+        let g = self.guard.as_ref().and_then(GuardIo::poll_timeout);
+        match (e, g) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -162,9 +185,10 @@ impl EngineLoop {
         self.engine.handle_timeout(now());
         self.flush();
         let mut reports = self.reports.take();
+        let mut unbans = self.guard.as_mut().and_then(|g| g.unbans.take());
         while self.phase != Phase::Done {
             let t = now();
-            let engine_deadline = self.engine.poll_timeout();
+            let engine_deadline = self.next_deadline();
             timer.as_mut().reset(
                 engine_deadline.map_or_else(|| far_future(t), tokio::time::Instant::from_std),
             );
@@ -204,6 +228,16 @@ impl EngineLoop {
                     }
                 },
                 () = &mut timer, if engine_deadline.is_some() => {}
+                Some(ip) = async {
+                    match unbans.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(g) = self.guard.as_mut() {
+                        g.unban(ip);
+                    }
+                }
                 () = &mut phase_timer, if phase_deadline.is_some() => {}
                 ctl = control.recv(), if control_open => match ctl {
                     Some(c) => self.on_control(c),
@@ -225,18 +259,30 @@ impl EngineLoop {
             if let Some(m) = &self.media {
                 m.media.tick(t);
             }
+            if let Some(g) = self.guard.as_mut() {
+                g.drive(&mut self.engine);
+            }
             self.flush();
             self.advance(now());
             self.flush();
         }
         info!("engine loop stopped");
-        self.report()
+        // Calls ended by the shutdown told the guard; carry out what it said.
+        if let Some(g) = self.guard.as_mut() {
+            g.last_drive(&mut self.engine);
+        }
+        let report = self.report();
+        if let Some(g) = self.guard.take() {
+            g.close();
+        }
+        report
     }
 
     fn report(&self) -> LoopReport {
         LoopReport {
             engine: self.engine.stats(),
             counters: self.counters,
+            guard: self.guard.as_ref().map(GuardIo::stats),
             media: self.media.as_ref().map(|m| m.media.stats()),
             relay: self.media.as_ref().map(|m| m.relay.stats()),
         }
@@ -289,6 +335,9 @@ impl EngineLoop {
                 self.engine.reload(Arc::clone(&cfg));
                 // `reload` drops every trunk's stages: install the new ones.
                 install_stages(&mut self.engine, &cfg);
+                if let Some(g) = self.guard.as_mut() {
+                    g.reload(&cfg);
+                }
                 self.cfg = cfg;
                 // The supervisor may have stopped waiting; nothing to do then.
                 let _ = done.send(());

@@ -51,6 +51,15 @@ pub enum AppError {
     /// Trunks have `host:` members but no DNS resolver could be set up.
     #[error("{0}")]
     Dns(#[from] palisade_dns::DnsError),
+    /// `guard.nftables: on` and nftables is not usable here.
+    #[error("guard.nftables is `on` but nftables is not usable: {0}")]
+    Nftables(String),
+    /// The alert database could not be opened or changed (CLI).
+    #[error("{0}")]
+    Alerts(#[from] palisade_alerts::StoreError),
+    /// A command-line value is wrong (CLI).
+    #[error("{0}")]
+    Usage(String),
 
     // --- Internal: the process could not set itself up or a task failed. ---
     /// The tokio runtime could not be built.
@@ -86,8 +95,10 @@ impl AppError {
             AppError::Config(_)
             | AppError::TooManyListeners(_)
             | AppError::UnknownTrunk(_)
-            | AppError::Dns(_) => EXIT_CONFIG,
+            | AppError::Dns(_)
+            | AppError::Usage(_) => EXIT_CONFIG,
             AppError::MessageRead { .. } | AppError::MessageParse(_) => EXIT_MESSAGE,
+            AppError::Nftables(_) | AppError::Alerts(_) => EXIT_INTERNAL,
             AppError::Listen(TransportError::Bind { .. }) => EXIT_BIND,
             AppError::Listen(_)
             | AppError::Runtime(_)

@@ -22,9 +22,11 @@
 //!
 //! This binary is the one place that reads the clock: [`now`].
 
+mod admin;
 mod cli;
 mod engine_loop;
 mod error;
+mod guard_io;
 mod listeners;
 mod logging;
 mod media;
@@ -50,12 +52,23 @@ pub(crate) fn now() -> Instant {
     Instant::now()
 }
 
+/// Wall-clock time in Unix milliseconds, for the guard's business hours and
+/// the alert records. The only `SystemTime::now` call site.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(&args.config),
         Command::CheckConfig(args) => check_config(&args.file),
         Command::Normalize(args) => normalize::run(&args),
+        Command::Alerts(args) => admin::alerts(&args),
+        Command::Bans(args) => admin::bans(&args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::engine_loop::{Control, EngineLoop, LoopReport};
 use crate::error::AppError;
+use crate::guard_io;
 use crate::listeners::{ListenerMap, tcp_settings};
 use crate::logging::{self, LogControl};
 use crate::media;
@@ -138,6 +139,23 @@ async fn serve(
     if let Some((em, reports)) = engine_media {
         engine_loop = engine_loop.with_media(em, reports);
     }
+    // nft and SQLite are blocking calls: off the runtime's workers.
+    let guard_cfg = Arc::clone(&config);
+    let guard = match tokio::task::spawn_blocking(move || guard_io::start(&guard_cfg)).await {
+        Ok(r) => r,
+        Err(e) => return Err(AppError::EngineTask(e)),
+    };
+    let guard_threads = match guard {
+        Ok(Some((io, threads))) => {
+            engine_loop = engine_loop.with_guard(io);
+            Some(threads)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, transports.clone().shutdown()).await;
+            return Err(e);
+        }
+    };
     let engine_task = tokio::spawn(engine_loop.run(inbound_rx, control_rx));
     // The resolver runs when trunks have `host:` members (or a reload adds some).
     let dns = if config.trunks().iter().any(|t| t.has_dns_members()) {
@@ -178,6 +196,9 @@ async fn serve(
             timeout_seconds = SHUTDOWN_TIMEOUT.as_secs(),
             "transports did not shut down in time"
         );
+    }
+    if let Some(threads) = guard_threads {
+        let _ = tokio::task::spawn_blocking(move || threads.finish()).await;
     }
     match outcome {
         Ok(report) => {
@@ -370,6 +391,9 @@ impl Supervisor {
 
 /// One info line with the engine's, the loop's and the transports' counters.
 fn log_stats(what: &str, r: &LoopReport, t: &TransportStats) {
+    if let Some(g) = &r.guard {
+        log_guard_stats(what, g);
+    }
     let (e, c) = (&r.engine, &r.counters);
     info!(
         active_calls = e.active_calls,
@@ -454,4 +478,37 @@ fn log_stats(what: &str, r: &LoopReport, t: &TransportStats) {
             "{what} (relay)"
         );
     }
+}
+
+/// One info line with the guard's counters (metrics-ready names).
+fn log_guard_stats(what: &str, g: &guard_io::GuardIoStats) {
+    use palisade_guard::Reason;
+    let s = &g.guard;
+    let by_reason: Vec<String> = Reason::ALL
+        .iter()
+        .filter(|r| s.decisions_for(**r) > 0)
+        .map(|r| format!("{}={}", r.as_str(), s.decisions_for(*r)))
+        .collect();
+    info!(
+        palisade_guard_fallback_mode = u8::from(!g.nftables),
+        palisade_guard_bans_active = s.bans_active,
+        palisade_guard_bans_issued_total = s.bans_issued,
+        palisade_guard_requests_total = s.requests,
+        palisade_guard_dropped_total = s.dropped,
+        palisade_guard_rejected_total = s.rejected,
+        palisade_guard_dry_run_decisions_total = s.dry_run_decisions,
+        palisade_guard_calls_torn_down_total = s.calls_torn_down,
+        palisade_guard_alerts_total = s.alerts_raised,
+        palisade_guard_emergency_calls_total = s.emergency_calls,
+        palisade_guard_sources_tracked = s.sources_tracked,
+        palisade_guard_sources_evicted_total = s.sources_evicted,
+        palisade_guard_nft_bans_applied_total = g.nft.bans_applied,
+        palisade_guard_nft_batches_total = g.nft.batches,
+        palisade_guard_nft_errors_total = g.nft.errors,
+        palisade_guard_nft_queue_full_total = g.nft_queue_full,
+        palisade_guard_store_queue_full_total = g.store_queue_full,
+        palisade_guard_store_errors_total = g.store_errors,
+        decisions = %by_reason.join(","),
+        "guard {what}"
+    );
 }

@@ -100,6 +100,9 @@ shutdown:
 logging:
   format: {format}
   level: {level}
+# These tests run on the host: no nftables, no alert database.
+guard:
+  mode: off
 "
         )
     }

@@ -53,7 +53,21 @@ pub struct LabConfig {
     pub carrier_trunk_extra: String,
     /// Top-level YAML sections appended to the config (e.g. `normalization:`).
     pub extra_sections: String,
+    /// The `guard:`, `fraud:` and `alerts:` sections, verbatim. The default
+    /// turns the guard off (tests outside a network namespace must not touch
+    /// the host's nftables) and keeps the database in the output directory.
+    pub guard_yaml: String,
 }
+
+/// The guard sections of [`LabConfig::default`].
+pub const GUARD_OFF: &str = "\
+guard:
+  mode: off
+fraud:
+  rules: []
+alerts:
+  database_path: alerts.db
+";
 
 impl Default for LabConfig {
     fn default() -> Self {
@@ -72,6 +86,7 @@ impl Default for LabConfig {
             pbx_trunk_extra: String::new(),
             carrier_trunk_extra: String::new(),
             extra_sections: String::new(),
+            guard_yaml: GUARD_OFF.to_string(),
         }
     }
 }
@@ -112,6 +127,7 @@ impl LabConfig {
             pbx_trunk_extra,
             carrier_trunk_extra,
             extra_sections,
+            guard_yaml,
             ..
         } = self;
         let pbx_media = trunk_media(pbx_media);
@@ -188,7 +204,9 @@ shutdown:\n\
 logging:\n\
 \x20 format: text\n\
 \x20 level: {log_level}\n\
-{extra_sections}"
+{extra_sections}\
+\n\
+{guard_yaml}"
         )
     }
 }
@@ -218,6 +236,12 @@ impl LabBuilder {
     /// Edits the config knobs in place.
     pub fn with(mut self, edit: impl FnOnce(&mut LabConfig)) -> Self {
         edit(&mut self.config);
+        self
+    }
+
+    /// Replaces the `guard:`, `fraud:` and `alerts:` sections.
+    pub fn guard_yaml(mut self, yaml: &str) -> Self {
+        self.config.guard_yaml = yaml.to_string();
         self
     }
     /// Puts the PBX trunk on `t`.

@@ -27,13 +27,14 @@ pub mod lab;
 pub mod leak;
 pub mod msglog;
 pub mod net;
+pub mod netns;
 pub mod paths;
 pub mod raw;
 pub mod rtp;
 pub mod sipp;
 pub mod slots;
 
-pub use lab::{Lab, LabBuilder, LabConfig};
+pub use lab::{GUARD_OFF, Lab, LabBuilder, LabConfig};
 pub use leak::assert_topology_hidden;
 pub use msglog::{Direction, SipMessage};
 pub use net::Transport;

@@ -105,6 +105,41 @@ slots! {
     DnsSrvFailover = 120,
     /// OPTIONS probes take a stopped primary out of routing and put it back.
     DnsHealthProbes = 121,
+    // Guard (80-99): each runs in a network namespace it creates.
+    /// svmap, svwar and svcrack banned in the kernel; trunk calls unaffected.
+    GuardSipvicious = 80,
+    /// A SIPp INVITE flood banned while the PBX places 200 calls.
+    GuardInviteFlood = 81,
+    /// Office traffic: no alert.
+    FraudOffice = 82,
+    /// Calls per minute.
+    FraudCallsPerMinute = 83,
+    /// High-risk destinations.
+    FraudHighRisk = 84,
+    /// International calls after hours.
+    FraudAfterHours = 85,
+    /// Number walking.
+    FraudNumberWalking = 86,
+    /// Wangiri: bursts of unanswered calls.
+    FraudWangiri = 87,
+    /// Repeated calls to one number.
+    FraudRepeated = 88,
+    /// The duration cap ends a call mid-way.
+    FraudDurationCap = 89,
+    /// Dry-run: decisions logged, nothing blocked.
+    GuardDryRun = 90,
+    /// The kernel meter bans a flood userspace lets through.
+    GuardKernelMeter = 91,
+    /// REGISTER answers are the same for every user.
+    GuardSameAnswer = 92,
+    /// Without permission for nft: in-process blocking, said loudly.
+    GuardFallback = 93,
+    /// SIGHUP applies a new deny-list to the kernel.
+    GuardReload = 94,
+    /// Concurrent calls.
+    FraudConcurrent = 95,
+    /// Alerts persist across a restart and keep merging.
+    FraudRestart = 96,
 }
 
 impl Slot {

@@ -18,6 +18,7 @@
 //! `serde_path_to_error` supplies field paths for type errors; CIDRs are
 //! `ipnet`; `logging.level` is checked with `tracing-subscriber`'s own parser.
 
+mod edge;
 mod error;
 mod model;
 mod raw;
@@ -29,6 +30,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use edge::{
+    Cac, CallAdmission, DigestAlgorithm, Keepalive, KeepaliveMethod, Nat, Registrar, RegistrarUser,
+    Registration, Secret, TrunkAuth,
+};
 pub use error::{ConfigError, Problem};
 pub use ipnet::IpNet;
 pub use model::{

@@ -21,6 +21,8 @@ use crate::model::{
 };
 use crate::raw::{RawConfig, RawLogFormat, RawMember, RawRoute, RawSip, RawTrunk, RawZone, S};
 
+mod edge;
+
 // Documented defaults and bounds. configs/reference.yaml states the same values.
 const DEFAULT_NODE_NAME: &str = "palisade";
 const DEFAULT_USER_AGENT: &str = "Palisade";
@@ -220,6 +222,16 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         }
     };
     let logging = logging(&mut cx, raw.logging.unwrap_or_default());
+    let registrar = edge::registrar(&mut cx, raw.registrar.as_ref(), &trunks);
+    edge::cross(
+        &mut cx,
+        &raw.trunks.value,
+        &raw.routes.value,
+        registrar.as_ref(),
+        &routes,
+    );
+    let nat = edge::nat(&mut cx, raw.nat);
+    let call_admission = edge::call_admission(&mut cx, raw.call_admission);
 
     if !cx.problems.is_empty() {
         let mut problems = cx.problems;
@@ -249,6 +261,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         routes,
         shutdown,
         logging,
+        registrar,
+        nat,
+        call_admission,
         sources,
         routes_from,
         routes_from_any,
@@ -578,6 +593,7 @@ fn zones(cx: &mut Ctx, raw: &S<Vec<S<RawZone>>>) -> (Vec<Zone>, Vec<bool>) {
                 port_max: DEFAULT_MEDIA_PORT_MAX,
             }),
             dscp_sip,
+            cac: edge::cac(cx, z.cac.as_ref(), &p),
         });
     }
     cross_zone(cx, &out, &spans);
@@ -822,6 +838,7 @@ fn trunks(
             None => sip.member_timeout,
         };
         let pass_headers = pass_headers(cx, t, &p);
+        let e = edge::trunk(cx, t, &p);
         out.push((
             Trunk {
                 id: TrunkId(id16(i)),
@@ -831,6 +848,11 @@ fn trunks(
                 source_addresses,
                 member_timeout,
                 pass_headers,
+                auth: e.auth,
+                registration: e.registration,
+                challenge_inbound: e.challenge_inbound,
+                keepalive: e.keepalive,
+                cac: e.cac,
             },
             sources,
         ));
@@ -1136,6 +1158,7 @@ fn routes(cx: &mut Ctx, raw: &S<Vec<S<RawRoute>>>, trunks: &[TrunkWithSources]) 
             number_prefixes,
             number_regex,
             to_trunk: to_trunk.unwrap_or(TrunkId(u16::MAX)),
+            to_registered: edge::to_registered(r),
         });
     }
     out

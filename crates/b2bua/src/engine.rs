@@ -30,6 +30,14 @@ use crate::ids::IdGen;
 use crate::stage::{Direction, Stage, StageContext};
 use crate::{CallEvent, CallEventKind, EndReason, EngineStats, Event, TxnId};
 
+// Edge behaviour (issue 4), in their own modules: registrar, digest
+// authentication, outbound registration and keepalives, call admission.
+mod auth;
+mod cac;
+pub(crate) mod edge;
+mod outbound;
+mod registrar;
+
 /// Methods Palisade relays within a dialog (advertised in Allow).
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY";
 /// Headers that describe a body; they travel with it (they name no host).
@@ -96,6 +104,8 @@ enum Purpose {
     Bye,
     /// A CANCEL of an attempt.
     Cancel,
+    /// A request of the edge (outbound REGISTER, keepalive OPTIONS).
+    Edge(edge::EdgePurpose),
 }
 
 #[derive(Debug)]
@@ -132,6 +142,8 @@ enum TimerKey {
     ServerGuard(TxnId),
     Client(TxnId),
     Call(CallRef, CallTimer),
+    /// The edge's next deadline (registrations, keepalives, binding expiry).
+    Edge,
 }
 
 /// Dialogs sharing one Call-ID: (our tag on that leg, call, side).
@@ -162,6 +174,7 @@ pub struct Engine {
     media: Box<dyn MediaHook>,
     guard: Box<dyn GuardHook>,
     inbound_stages: HashMap<TrunkId, Vec<Box<dyn Stage>>>,
+    edge: edge::EdgeState,
 }
 
 impl std::fmt::Debug for Engine {
@@ -228,10 +241,18 @@ impl Engine {
     /// A new engine for `cfg`, its identifiers drawn from a CSPRNG seeded
     /// with `seed` (seed from the OS in production).
     pub fn new(cfg: Arc<Config>, seed: [u8; 32]) -> Self {
+        let mut ids = IdGen::new(seed);
+        let (max_bindings, nonce_lifetime) = cfg.registrar().map_or((1, 300), |r| {
+            (
+                r.max_bindings_total as usize,
+                u64::from(r.nonce_lifetime_seconds),
+            )
+        });
+        let edge = edge::EdgeState::new(&mut ids, max_bindings, nonce_lifetime);
         Engine {
             timers_cfg: timer_config(&cfg),
             cfg,
-            ids: IdGen::new(seed),
+            ids,
             stages: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
@@ -249,6 +270,7 @@ impl Engine {
             media: Box::new(OriginOnly),
             guard: Box::new(NoGuard),
             inbound_stages: HashMap::new(),
+            edge,
         }
         .with_tag_key()
     }
@@ -295,6 +317,7 @@ impl Engine {
         self.cfg = cfg;
         self.stages.clear();
         self.inbound_stages.clear();
+        self.edge.synced = false;
     }
 
     /// Stops taking new calls (they get 503 with Retry-After); calls in
@@ -547,6 +570,7 @@ impl Engine {
             Method::Bye | Method::Prack | Method::Update | Method::Info => {
                 self.respond_stateless(flow, &msg, 481, |_| {});
             }
+            Method::Register => self.on_register(now, flow, msg),
             Method::Extension(_) => self.respond_stateless(flow, &msg, 501, |w| {
                 w.header(HeaderName::Allow, ALLOW);
             }),
@@ -1011,6 +1035,7 @@ impl Engine {
                         self.end_call(now, c, EndReason::PeerVanished, None);
                     }
                 }
+                TimerKey::Edge => self.on_edge_timer(now),
                 TimerKey::ServerGuard(id) => {
                     if self.server.get(&id).is_some_and(|t| !t.finished) {
                         self.stats.guard_timeouts += 1;
@@ -1118,11 +1143,17 @@ impl Engine {
 
     fn on_initial_invite(&mut self, now: Instant, flow: Flow, msg: Message, key: ServerKey) {
         let cfg = Arc::clone(&self.cfg);
-        let Some(in_trunk) = cfg.trunk_for_source(flow.zone, flow.remote.ip()) else {
+        let in_trunk = cfg
+            .trunk_for_source(flow.zone, flow.remote.ip())
+            .or_else(|| self.registered_source_trunk(now, flow));
+        let Some(in_trunk) = in_trunk else {
             return self.reject(flow, msg, 403, "unknown-source");
         };
         if self.draining {
             return self.reject(flow, msg, 503, "draining");
+        }
+        if self.challenge_invite(now, flow, &msg, in_trunk) {
+            return;
         }
         if self.calls.len() >= cfg.sip().max_calls as usize {
             return self.reject(flow, msg, 503, "max-calls");
@@ -1169,6 +1200,18 @@ impl Engine {
         let (Some(tin), Some(tout)) = (cfg.trunk(in_trunk), cfg.trunk(out_trunk)) else {
             return self.reject(flow, msg, 500, "config");
         };
+        let registered = if route.to_registered {
+            let Some(t) = self.registered_target(now, &number) else {
+                self.edge.stats.not_registered_rejected += 1;
+                return self.reject(flow, msg, 480, "not-registered");
+            };
+            Some(t)
+        } else if !self.trunk_available(now, tout) {
+            self.edge.stats.trunk_down_rejected += 1;
+            return self.reject(flow, msg, 503, "trunk-down");
+        } else {
+            None
+        };
         let Some(first) = tout.members.first() else {
             return self.reject(flow, msg, 500, "config");
         };
@@ -1207,6 +1250,21 @@ impl Engine {
                 self.stats.guard_rejected += 1;
                 return self.reject(flow, msg, status, "guard");
             }
+        }
+        let out_zone_id = registered.as_ref().map_or(tout.zone, |(f, _)| f.zone);
+        if !self.cac_admit(
+            now,
+            flow,
+            &msg,
+            call_ref,
+            [in_trunk, out_trunk],
+            [flow.zone, out_zone_id],
+            &number,
+        ) {
+            return;
+        }
+        if let Some(t) = registered {
+            self.edge.registered_targets.insert(call_ref, t);
         }
 
         // Leg A: the caller's dialog, as the caller set it up.
@@ -1404,6 +1462,20 @@ impl Engine {
         b.remote_target = ruri;
         b.remote_tag = None;
         b.contact = contact_value(zone, m.transport);
+        // A registered user: its contact, over the flow it registered from.
+        let zone = match self.edge.registered_targets.get(&c) {
+            Some((flow, contact)) => {
+                b.flow = *flow;
+                b.remote_target.clone_from(contact);
+                b.remote_base = format!("<sip:{number}@{}>", host_str(zone.sip_address));
+                let Some(z) = cfg.zone(flow.zone) else {
+                    return;
+                };
+                b.contact = contact_value(z, flow.transport);
+                z
+            }
+            None => zone,
+        };
         let branch = self.ids.branch();
         // Max-Forwards: the caller's budget, minus this hop.
         let mf = a_invite.max_forwards().map_or(cfg.sip().max_forwards, |v| {
@@ -1420,6 +1492,9 @@ impl Engine {
         w.header(HeaderName::Contact, &b.contact);
         w.header(HeaderName::Allow, ALLOW);
         copy_passed_headers(&mut w, &a_invite, trunk);
+        if let Some((name, value)) = self.edge.pending_auth.get(&c) {
+            w.header(*name, value);
+        }
         let flow = b.flow;
         let bytes = finish_body(w, body);
         if let Some(r) = call.invite.as_mut() {
@@ -1593,6 +1668,9 @@ impl Engine {
             return;
         };
         let (call, purpose) = (t.call, t.purpose);
+        if let Purpose::Edge(p) = purpose {
+            self.on_edge_final(now, p, status, msg);
+        }
         self.handle_client_final(now, id, call, purpose, status, msg);
         // Settle last: settling may remove the call, and the handlers above
         // still need it (a relayed request's origin must get its answer).
@@ -1646,7 +1724,7 @@ impl Engine {
             }
             Purpose::Attempt(idx) => self.on_attempt_final(now, c, idx, id, status, msg),
             Purpose::ReInvite => self.on_reinvite_final(now, c, side, status, msg),
-            Purpose::Bye | Purpose::Cancel => {}
+            Purpose::Bye | Purpose::Cancel | Purpose::Edge(_) => {}
         }
     }
 
@@ -1659,6 +1737,13 @@ impl Engine {
         status: u16,
         msg: Option<&Message>,
     ) {
+        // A carrier's digest challenge: re-send with the trunk's credentials.
+        if matches!(status, 401 | 407)
+            && let Some(m) = msg
+            && self.retry_invite_with_credentials(now, c, idx, status, m)
+        {
+            return;
+        }
         let Some(call) = self.calls.get_mut(&c) else {
             return;
         };
@@ -2441,6 +2526,7 @@ impl Engine {
                 .cancel(&TimerKey::Call(c, CallTimer::MemberTimeout(*i)));
         }
         self.media.release(now, c);
+        self.edge_call_ended(c);
         // A pending INVITE (initial or re-INVITE) gets its final; a
         // re-INVITE still pending on the other leg is cancelled.
         if let Some(client) = relay.as_ref().and_then(|r| r.client) {

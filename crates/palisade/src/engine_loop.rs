@@ -97,6 +97,8 @@ pub struct EngineLoop {
     transports: Transports,
     counters: LoopCounters,
     phase: Phase,
+    /// The registrar's binding store, if configured.
+    store: Option<palisade_store::Store>,
 }
 
 /// A deadline far enough away to mean "never" for a disabled sleep.
@@ -119,7 +121,14 @@ impl EngineLoop {
             transports,
             counters: LoopCounters::default(),
             phase: Phase::Running,
+            store: None,
         }
+    }
+
+    /// Persists registrar bindings in `store`.
+    pub fn with_store(mut self, store: Option<palisade_store::Store>) -> Self {
+        self.store = store;
+        self
     }
 
     /// Runs until the shutdown sequence completes, the inbound channel closes,
@@ -210,6 +219,7 @@ impl EngineLoop {
         match c {
             Control::Reload(cfg, done) => {
                 self.engine.reload(Arc::clone(&cfg));
+                self.engine.sync_edge(now());
                 self.cfg = cfg;
                 // The supervisor may have stopped waiting; nothing to do then.
                 let _ = done.send(());
@@ -320,6 +330,9 @@ impl EngineLoop {
         }
         while let Some(ev) = self.engine.poll_event() {
             self.log_event(ev);
+        }
+        while let Some(ev) = self.engine.poll_edge_event() {
+            crate::edge::on_event(&self.cfg, self.store.as_ref(), now(), ev);
         }
     }
 

@@ -28,6 +28,9 @@ pub enum AppError {
     /// The listeners could not be started (the message names the address).
     #[error("cannot start listeners: {0}")]
     Listen(#[from] TransportError),
+    /// The registrar's binding store could not be opened.
+    #[error("cannot open the registrar store: {0}")]
+    Store(#[from] palisade_store::StoreError),
 
     // --- Internal: the process could not set itself up or a task failed. ---
     /// The tokio runtime could not be built.
@@ -57,7 +60,7 @@ impl AppError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Config(_) | AppError::TooManyListeners(_) => EXIT_CONFIG,
+            AppError::Config(_) | AppError::TooManyListeners(_) | AppError::Store(_) => EXIT_CONFIG,
             AppError::Listen(TransportError::Bind { .. }) => EXIT_BIND,
             AppError::Listen(_)
             | AppError::Runtime(_)

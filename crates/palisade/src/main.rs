@@ -20,6 +20,7 @@
 //! This binary is the one place that reads the clock: [`now`].
 
 mod cli;
+mod edge;
 mod engine_loop;
 mod error;
 mod listeners;

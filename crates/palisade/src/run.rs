@@ -105,8 +105,17 @@ async fn serve(
     );
 
     let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
-    let engine = Engine::new(Arc::clone(&config), seed);
-    let engine_loop = EngineLoop::new(engine, Arc::clone(&config), listeners, transports.clone());
+    let mut engine = Engine::new(Arc::clone(&config), seed);
+    let store = match crate::edge::open_store(&config, &mut engine, crate::now()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = transports.clone().shutdown().await;
+            return Err(e.into());
+        }
+    };
+    engine.sync_edge(crate::now());
+    let engine_loop = EngineLoop::new(engine, Arc::clone(&config), listeners, transports.clone())
+        .with_store(store);
     let engine_task = tokio::spawn(engine_loop.run(inbound_rx, control_rx));
 
     let supervisor = Supervisor {

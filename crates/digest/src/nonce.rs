@@ -1,5 +1,6 @@
-//! Stateless server nonces: `hex(issued_secs) . hex(HMAC-SHA256(key,
-//! issued_secs | realm))[..32]`. The server keeps nothing per challenge; a
+//! Stateless server nonces: `hex(issued_secs) . hex(salt) .
+//! hex(HMAC-SHA256(key, issued_secs | salt | realm))[..32]`. The random
+//! salt makes every challenge's nonce unique, so nonce counts start afresh. The server keeps nothing per challenge; a
 //! nonce is valid if its tag verifies, and stale once older than the
 //! lifetime (the client then retries with the new nonce, RFC 7616 `stale`).
 
@@ -41,31 +42,39 @@ impl NonceIssuer {
         NonceIssuer { key, lifetime_secs }
     }
 
-    fn tag(&self, issued: u64, realm: &str) -> String {
+    fn tag(&self, issued: u64, salt: u64, realm: &str) -> String {
         // HMAC accepts keys of any length: new_from_slice cannot fail here.
         let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) else {
             return String::new();
         };
         mac.update(&issued.to_be_bytes());
+        mac.update(&salt.to_be_bytes());
         mac.update(realm.as_bytes());
         let out = mac.finalize().into_bytes();
         hex(&out[..16])
     }
 
-    /// A nonce for `realm` issued at `now_secs` (any monotonic seconds count).
-    pub fn issue(&self, now_secs: u64, realm: &str) -> String {
-        format!("{now_secs:016x}{}", self.tag(now_secs, realm))
+    /// A nonce for `realm` issued at `now_secs` (any monotonic seconds
+    /// count); `salt` is random per challenge.
+    pub fn issue(&self, now_secs: u64, salt: u64, realm: &str) -> String {
+        format!(
+            "{now_secs:016x}{salt:016x}{}",
+            self.tag(now_secs, salt, realm)
+        )
     }
 
     /// Checks a nonce received for `realm` at `now_secs`.
     pub fn check(&self, nonce: &str, now_secs: u64, realm: &str) -> NonceCheck {
-        if nonce.len() != 48 || !nonce.is_ascii() {
+        if nonce.len() != 64 || !nonce.is_ascii() {
             return NonceCheck::Invalid;
         }
-        let Ok(issued) = u64::from_str_radix(&nonce[..16], 16) else {
+        let (Ok(issued), Ok(salt)) = (
+            u64::from_str_radix(&nonce[..16], 16),
+            u64::from_str_radix(&nonce[16..32], 16),
+        ) else {
             return NonceCheck::Invalid;
         };
-        if !ct_eq(&nonce[16..], &self.tag(issued, realm)) || issued > now_secs {
+        if !ct_eq(&nonce[32..], &self.tag(issued, salt, realm)) || issued > now_secs {
             return NonceCheck::Invalid;
         }
         if now_secs - issued > self.lifetime_secs {

@@ -176,8 +176,13 @@ fn parser_refuses_what_it_must() {
 #[test]
 fn nonces_expire_and_cannot_be_forged() {
     let n = NonceIssuer::new([9; 32], 300);
-    let nonce = n.issue(1000, "r");
-    assert_eq!(nonce.len(), 48);
+    let nonce = n.issue(1000, 42, "r");
+    assert_eq!(nonce.len(), 64);
+    assert_ne!(
+        n.issue(1000, 43, "r"),
+        nonce,
+        "the salt makes nonces unique"
+    );
     assert_eq!(n.check(&nonce, 1000, "r"), NonceCheck::Valid);
     assert_eq!(n.check(&nonce, 1300, "r"), NonceCheck::Valid);
     assert_eq!(n.check(&nonce, 1301, "r"), NonceCheck::Stale);
@@ -192,8 +197,11 @@ fn nonces_expire_and_cannot_be_forged() {
     // Changing the time part invalidates the tag.
     let forged = format!("{:016x}{}", 5000u64, &nonce[16..]);
     assert_eq!(n.check(&forged, 5000, "r"), NonceCheck::Invalid);
+    let resalted = format!("{}{:016x}{}", &nonce[..16], 7u64, &nonce[32..]);
+    assert_eq!(n.check(&resalted, 1000, "r"), NonceCheck::Invalid);
+    assert_eq!(n.check(&forged, 5000, "r"), NonceCheck::Invalid);
     assert_eq!(n.check("short", 1000, "r"), NonceCheck::Invalid);
-    assert_eq!(n.check(&"é".repeat(24), 1000, "r"), NonceCheck::Invalid);
+    assert_eq!(n.check(&"é".repeat(32), 1000, "r"), NonceCheck::Invalid);
     assert!(!format!("{n:?}").contains("9, 9"), "the key is not printed");
 }
 

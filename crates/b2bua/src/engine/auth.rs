@@ -112,7 +112,8 @@ impl Engine {
         let realm = reg.realm.clone();
         let algs: Vec<Algorithm> = reg.algorithms.iter().map(|a| algorithm(*a)).collect();
         let secs = self.edge.nonce_secs(now);
-        let nonce = self.edge.nonces.issue(secs, &realm);
+        let salt = self.ids.random_u64();
+        let nonce = self.edge.nonces.issue(secs, salt, &realm);
         let register = msg.method() == Some(&palisade_sip::Method::Register);
         let (status, header) = if register {
             (401, HeaderName::WwwAuthenticate)
@@ -210,7 +211,10 @@ impl Engine {
         // One authenticated try per attempt chain: a request that already
         // carried credentials and is refused again fails normally.
         let (challenge_hdr, creds_hdr) = if status == 407 {
-            (HeaderName::ProxyAuthenticate, HeaderName::ProxyAuthorization)
+            (
+                HeaderName::ProxyAuthenticate,
+                HeaderName::ProxyAuthorization,
+            )
         } else {
             (HeaderName::WwwAuthenticate, HeaderName::Authorization)
         };

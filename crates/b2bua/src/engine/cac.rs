@@ -209,10 +209,16 @@ impl Engine {
         why: &'static str,
         retry: u32,
     ) {
-        let method = msg.method().cloned().unwrap_or(palisade_sip::Method::Options);
+        let method = msg
+            .method()
+            .cloned()
+            .unwrap_or(palisade_sip::Method::Options);
         self.respond_stateless(flow, msg, status, |w| {
             if status == 503 {
-                w.header_fmt(palisade_sip::HeaderName::RetryAfter, format_args!("{retry}"));
+                w.header_fmt(
+                    palisade_sip::HeaderName::RetryAfter,
+                    format_args!("{retry}"),
+                );
             }
         });
         if method == palisade_sip::Method::Invite {
@@ -260,7 +266,10 @@ mod tests {
         let l = [(CacKey::Trunk("t".into()), lim(2, 0))];
         assert_eq!(c.admit(t0, CallRef(1), &l, false), Ok(false));
         assert_eq!(c.admit(t0, CallRef(2), &l, false), Ok(false));
-        assert_eq!(c.admit(t0, CallRef(3), &l, false), Err((Refusal::Concurrent, 503)));
+        assert_eq!(
+            c.admit(t0, CallRef(3), &l, false),
+            Err((Refusal::Concurrent, 503))
+        );
         // Emergency calls pass and are counted.
         assert_eq!(c.admit(t0, CallRef(4), &l, true), Ok(true));
         assert_eq!(c.count(&CacKey::Trunk("t".into())), 3);
@@ -290,10 +299,15 @@ mod tests {
         // 200 ms later one token is back.
         let t1 = t0 + Duration::from_millis(200);
         assert!(c.admit(t1, CallRef(100), &l, false).is_ok());
-        assert_eq!(c.admit(t1, CallRef(101), &l, false), Err((Refusal::Cps, 503)));
+        assert_eq!(
+            c.admit(t1, CallRef(101), &l, false),
+            Err((Refusal::Cps, 503))
+        );
         // A long pause refills up to the burst only.
         let t2 = t1 + Duration::from_secs(60);
-        let ok = (200..220).filter(|i| c.admit(t2, CallRef(*i), &l, false).is_ok()).count();
+        let ok = (200..220)
+            .filter(|i| c.admit(t2, CallRef(*i), &l, false).is_ok())
+            .count();
         assert_eq!(ok, 5);
         // A refused call takes no token: the rate holds exactly over 10 s.
         let mut n = 0;
@@ -316,8 +330,14 @@ mod tests {
         ];
         assert!(c.admit(t0, CallRef(1), &l, false).is_ok());
         let later = t0 + Duration::from_secs(5);
-        assert_eq!(c.admit(later, CallRef(2), &l, false), Err((Refusal::Concurrent, 503)));
+        assert_eq!(
+            c.admit(later, CallRef(2), &l, false),
+            Err((Refusal::Concurrent, 503))
+        );
         c.release(CallRef(1));
-        assert!(c.admit(later, CallRef(3), &l, false).is_ok(), "the bucket kept its token");
+        assert!(
+            c.admit(later, CallRef(3), &l, false).is_ok(),
+            "the bucket kept its token"
+        );
     }
 }

@@ -249,9 +249,9 @@ impl Engine {
             }
             KaTarget::Binding => true,
         });
-        self.edge
-            .member_up
-            .retain(|(trunk, addr), _| members.values().any(|(t, _)| t == trunk) && members.keys().any(|f| f.remote == *addr));
+        self.edge.member_up.retain(|(trunk, addr), _| {
+            members.values().any(|(t, _)| t == trunk) && members.keys().any(|f| f.remote == *addr)
+        });
         for (flow, (trunk, k)) in members {
             let method = ka_method(k.method);
             if self.edge.keepalive.set(flow, method, k.interval, now) {

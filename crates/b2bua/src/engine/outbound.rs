@@ -131,7 +131,10 @@ impl Engine {
                 zone_port(zone, r.flow.transport)
             ),
         );
-        w.header_fmt(HeaderName::MaxForwards, format_args!("{}", cfg.sip().max_forwards));
+        w.header_fmt(
+            HeaderName::MaxForwards,
+            format_args!("{}", cfg.sip().max_forwards),
+        );
         w.header_fmt(HeaderName::From, format_args!("{aor};tag={}", r.from_tag));
         w.header(HeaderName::To, &aor);
         w.header(HeaderName::CallId, &r.call_id);
@@ -261,7 +264,10 @@ impl Engine {
             ),
         );
         w.header(HeaderName::MaxForwards, "70");
-        w.header_fmt(HeaderName::From, format_args!("<sip:keepalive@{me}>;tag={}", self.ids.tag()));
+        w.header_fmt(
+            HeaderName::From,
+            format_args!("<sip:keepalive@{me}>;tag={}", self.ids.tag()),
+        );
         w.header_fmt(HeaderName::To, format_args!("<{uri}>"));
         w.header(HeaderName::CallId, &self.ids.call_id());
         w.header(HeaderName::CSeq, "1 OPTIONS");
@@ -270,7 +276,13 @@ impl Engine {
         self.edge.ka_pending.insert(id, flow);
         self.edge.stats.keepalive_options_sent += 1;
         if self
-            .send_request(now, flow, w.finish_empty(), None, Purpose::Edge(EdgePurpose::Keepalive(id)))
+            .send_request(
+                now,
+                flow,
+                w.finish_empty(),
+                None,
+                Purpose::Edge(EdgePurpose::Keepalive(id)),
+            )
             .is_none()
         {
             self.edge.ka_pending.remove(&id);

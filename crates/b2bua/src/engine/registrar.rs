@@ -76,7 +76,8 @@ impl Engine {
         let Some(user_cfg) = reg.user(&user) else {
             return self.send_challenge(now, flow, &msg, false);
         };
-        let nated = cfg.nat().detect && palisade_nat::detect(&msg, flow.remote, flow.transport).nated();
+        let nated =
+            cfg.nat().detect && palisade_nat::detect(&msg, flow.remote, flow.transport).nated();
         let contacts: Vec<ContactRequest> = msg
             .contacts()
             .filter_map(Result::ok)
@@ -124,7 +125,13 @@ impl Engine {
                 if cac.max_registrations > 0 && total + adds > cac.max_registrations as usize {
                     self.edge.stats.cac_rejected_registrations += 1;
                     let retry = cfg.call_admission().retry_after_seconds;
-                    return self.reject_with_retry(flow, &msg, cac.reject_status, "cac-registrations", retry);
+                    return self.reject_with_retry(
+                        flow,
+                        &msg,
+                        cac.reject_status,
+                        "cac-registrations",
+                        retry,
+                    );
                 }
             }
         }
@@ -175,8 +182,15 @@ impl Engine {
                 let flow = flow_of(b);
                 if b.nated {
                     let k = self.cfg.nat().keepalive;
-                    if self.edge.keepalive.set(flow, ka_method(k.method), k.interval, now) {
-                        self.edge.ka_targets.entry(flow).or_insert(KaTarget::Binding);
+                    if self
+                        .edge
+                        .keepalive
+                        .set(flow, ka_method(k.method), k.interval, now)
+                    {
+                        self.edge
+                            .ka_targets
+                            .entry(flow)
+                            .or_insert(KaTarget::Binding);
                     }
                 }
                 self.edge.emit(EdgeEvent::BindingSaved(b.clone()));
@@ -243,7 +257,11 @@ impl Engine {
                 if copy.nated {
                     let k = cfg.nat().keepalive;
                     let flow = flow_of(&copy);
-                    if self.edge.keepalive.set(flow, ka_method(k.method), k.interval, now) {
+                    if self
+                        .edge
+                        .keepalive
+                        .set(flow, ka_method(k.method), k.interval, now)
+                    {
                         self.edge.ka_targets.insert(flow, KaTarget::Binding);
                     }
                 }

@@ -3,6 +3,9 @@
 //! to a carrier, carriers' INVITE challenges, inbound INVITE challenges,
 //! call admission control and keepalives.
 
+// A test file: helpers outside #[test] fns may unwrap too.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -124,6 +124,10 @@ struct Entry {
     misses: u32,
 }
 
+/// What [`KeepaliveSchedule::due`] returns: pings to send, and targets
+/// that missed their last OPTIONS (with their consecutive misses).
+pub type Due<K> = (Vec<(K, KeepaliveMethod)>, Vec<(K, u32)>);
+
 /// The state of one keepalive target after an answer or a miss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -217,7 +221,7 @@ impl<K: Hash + Eq + Clone> KeepaliveSchedule<K> {
     /// Targets due at `now`, with their method, rescheduled one interval on.
     /// An OPTIONS still unanswered when the next one is due counts as a
     /// miss (returned in the second list).
-    pub fn due(&mut self, now: Instant) -> (Vec<(K, KeepaliveMethod)>, Vec<(K, u32)>) {
+    pub fn due(&mut self, now: Instant) -> Due<K> {
         let mut send = Vec::new();
         let mut missed = Vec::new();
         for (k, e) in &mut self.entries {

@@ -250,6 +250,7 @@ fn refresh_delay(granted: Duration) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests: one real origin for the virtual clock
 mod tests {
     use super::*;
     use palisade_digest::{Algorithm, ha1, verify};

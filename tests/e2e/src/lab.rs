@@ -147,6 +147,8 @@ logging:\n\
 pub struct LabBuilder {
     slot: Slot,
     config: LabConfig,
+    /// Replaces the rendered config (tests that need sections the knobs lack).
+    yaml: Option<String>,
     binary: Option<PathBuf>,
     ready_timeout: Duration,
 }
@@ -160,6 +162,13 @@ impl LabBuilder {
     /// Puts the PBX trunk on `t`.
     pub fn pbx_transport(mut self, t: Transport) -> Self {
         self.config.pbx_transport = t;
+        self
+    }
+    /// Writes `yaml` as the config instead of rendering [`LabConfig`] (start
+    /// from `LabConfig::render` and edit it). `config` knobs still set the
+    /// grace period and the PBX transport the helpers use.
+    pub fn yaml(mut self, yaml: impl Into<String>) -> Self {
+        self.yaml = Some(yaml.into());
         self
     }
     /// Runs this program instead of the real binary (harness self-test only).
@@ -177,7 +186,11 @@ impl LabBuilder {
     pub fn start(self) -> Lab {
         let dir = self.slot.fresh_dir();
         let config_path = dir.join("palisade.yaml");
-        std::fs::write(&config_path, self.config.render(self.slot))
+        let text = self
+            .yaml
+            .clone()
+            .unwrap_or_else(|| self.config.render(self.slot));
+        std::fs::write(&config_path, text)
             .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
         let binary = self.binary.clone().unwrap_or_else(paths::palisade_bin);
         let log_path = dir.join("palisade.log");
@@ -228,6 +241,7 @@ impl Lab {
         LabBuilder {
             slot,
             config: LabConfig::default(),
+            yaml: None,
             binary: None,
             ready_timeout: Duration::from_secs(15),
         }

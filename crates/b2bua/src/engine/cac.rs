@@ -247,6 +247,7 @@ impl Engine {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests: one real origin for the virtual clock
 mod tests {
     use super::*;
     use std::time::Duration;

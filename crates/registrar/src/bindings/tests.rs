@@ -1,3 +1,5 @@
+#![allow(clippy::disallowed_methods)] // tests: one real origin for the virtual clock
+
 use super::*;
 use proptest::prelude::*;
 

@@ -13,6 +13,8 @@ set -euo pipefail
 # command  Debian package   why
 TOOLS=(
     "sipp:sip-tester"       # the PBX and carrier peers in every call test
+    "ip:iproute2"           # network namespaces for the NAT test (edge)
+    "nft:nftables"          # masquerade inside the NAT test's router namespace (edge)
 )
 
 missing_pkgs=()

@@ -87,6 +87,9 @@ slots! {
     EdgeCacLoad = 114,
     /// A carrier answering INVITE with 407: Palisade re-sends with credentials.
     EdgeInviteChallenge = 115,
+    /// A PBX behind a real NAT (network namespaces, nftables masquerade)
+    /// registers and takes and places calls through it.
+    EdgeNatNetns = 116,
 }
 
 impl Slot {

@@ -570,7 +570,7 @@ impl Engine {
             Method::Bye | Method::Prack | Method::Update | Method::Info => {
                 self.respond_stateless(flow, &msg, 481, |_| {});
             }
-            Method::Register => self.on_register(now, flow, msg),
+            Method::Register => self.on_register(now, flow, msg, key),
             Method::Extension(_) => self.respond_stateless(flow, &msg, 501, |w| {
                 w.header(HeaderName::Allow, ALLOW);
             }),

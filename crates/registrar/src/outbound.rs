@@ -228,6 +228,8 @@ impl OutboundRegistration {
     }
 
     fn fail(&mut self, now: Instant) {
+        // Start the next round afresh: no stale credentials.
+        self.challenge = None;
         self.failures = self.failures.saturating_add(1);
         self.failures_total += 1;
         self.registered_until = None;

@@ -224,11 +224,11 @@ fn nated_pbx_registers_and_calls_through_masquerade() {
         .arg("phone-secret")
         .run()
         .assert_success(1);
-    palisade.wait_log("event=\"registered\"", Duration::from_secs(5));
+    palisade.wait_log("event=registered", Duration::from_secs(5));
     let text = palisade.log();
     let line = text
         .lines()
-        .find(|l| l.contains("event=\"registered\""))
+        .find(|l| l.contains("event=registered"))
         .unwrap_or_default();
     assert!(
         line.contains("remote=198.51.100.2:"),

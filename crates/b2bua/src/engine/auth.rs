@@ -273,6 +273,8 @@ impl Engine {
             .pending_auth
             .insert(c, (creds_hdr, creds.to_header()));
         self.edge.stats.outbound_auth_retries += 1;
+        // The ACK of the 401/407 goes out before the new INVITE.
+        self.drive_client(now, txn);
         self.start_attempt(now, c, member, &number, user_phone);
         self.edge.pending_auth.remove(&c);
         true

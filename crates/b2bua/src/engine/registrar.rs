@@ -10,10 +10,10 @@ use palisade_registrar::{
     Binding, BindingFlow, Change, ContactRequest, ExpiryPolicy, RegisterError, RegisterRequest,
 };
 use palisade_sip::{HeaderName, Message};
+use palisade_transaction::ServerKey;
 
 use super::Engine;
 use super::auth::AuthResult;
-use super::cac::CacKey;
 use super::edge::{EdgeEvent, KaTarget, ka_method};
 use crate::Flow;
 
@@ -34,8 +34,11 @@ pub(super) fn flow_of(b: &Binding) -> Flow {
 }
 
 impl Engine {
-    /// A REGISTER outside any dialog.
-    pub(super) fn on_register(&mut self, now: Instant, flow: Flow, msg: Message) {
+    /// A REGISTER outside any dialog. Challenges and refusals before
+    /// authentication are stateless (a flood keeps nothing); an
+    /// authenticated REGISTER gets a server transaction, so its
+    /// retransmissions get the same answer instead of a replay check.
+    pub(super) fn on_register(&mut self, now: Instant, flow: Flow, msg: Message, key: ServerKey) {
         let cfg = Arc::clone(&self.cfg);
         let Some(reg) = cfg.registrar() else {
             self.respond_stateless(flow, &msg, 405, |w| {
@@ -76,6 +79,7 @@ impl Engine {
         let Some(user_cfg) = reg.user(&user) else {
             return self.send_challenge(now, flow, &msg, false);
         };
+        let id = self.new_server_txn(now, flow, msg.clone(), key, None);
         let nated =
             cfg.nat().detect && palisade_nat::detect(&msg, flow.remote, flow.transport).nated();
         let contacts: Vec<ContactRequest> = msg
@@ -116,22 +120,24 @@ impl Engine {
         if adds > 0 {
             let total = self.edge.bindings.len();
             let zone_cac = cfg.zone(flow.zone).map(|z| z.cac);
-            for (key, cac) in [
-                (CacKey::Trunk(trunk.name.clone()), Some(trunk.cac)),
-                (CacKey::Zone(flow.zone.0), zone_cac),
-            ] {
-                let _ = key;
-                let Some(cac) = cac else { continue };
+            // The registrar trunk's limit, then its zone's.
+            for cac in [Some(trunk.cac), zone_cac].into_iter().flatten() {
                 if cac.max_registrations > 0 && total + adds > cac.max_registrations as usize {
                     self.edge.stats.cac_rejected_registrations += 1;
                     let retry = cfg.call_admission().retry_after_seconds;
-                    return self.reject_with_retry(
+                    let status = cac.reject_status;
+                    self.respond(now, id, status, |w| {
+                        if status == 503 {
+                            w.header_fmt(HeaderName::RetryAfter, format_args!("{retry}"));
+                        }
+                    });
+                    self.emit(crate::Event::Rejected {
                         flow,
-                        &msg,
-                        cac.reject_status,
-                        "cac-registrations",
-                        retry,
-                    );
+                        method: palisade_sip::Method::Register,
+                        status,
+                        reason: "cac-registrations",
+                    });
+                    return;
                 }
             }
         }
@@ -156,7 +162,7 @@ impl Engine {
                         format!("<{}>;expires={left}", b.contact)
                     })
                     .collect();
-                self.respond_stateless(flow, &msg, 200, |w| {
+                self.respond(now, id, 200, |w| {
                     for c in &list {
                         w.header(HeaderName::Contact, c);
                     }
@@ -165,7 +171,7 @@ impl Engine {
             }
             Err(e) => {
                 self.edge.stats.registers_refused += 1;
-                self.respond_stateless(flow, &msg, e.status(), |w| {
+                self.respond(now, id, e.status(), |w| {
                     if let RegisterError::IntervalTooBrief(min) = e {
                         w.header_fmt(HeaderName::MinExpires, format_args!("{min}"));
                     }

@@ -90,10 +90,17 @@ impl Namespaces {
             &["route", "add", "default", "via", "192.168.77.1"],
         );
         in_ns(&rtr, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
-        let rules = format!(
-            "table ip nat {{ chain post {{ type nat hook postrouting priority 100; oifname \"{vr}\" masquerade }} }}"
+        in_ns(&rtr, "nft", &["add", "table", "ip", "nat"]);
+        in_ns(
+            &rtr,
+            "nft",
+            &["add chain ip nat post { type nat hook postrouting priority 100 ; }"],
         );
-        in_ns(&rtr, "nft", &[&rules]);
+        in_ns(
+            &rtr,
+            "nft",
+            &["add", "rule", "ip", "nat", "post", "oifname", &vr, "masquerade"],
+        );
         me
     }
     fn lan(&self) -> &str {

@@ -237,7 +237,10 @@ fn phone_registers_with_digest_and_receives_the_carriers_call() {
     // media is anchored by the media issue).
     let carrier_ip = lab.net().carrier_primary_ip().to_string();
     assert!(
-        invite.header_lines().iter().all(|l| !l.contains(&carrier_ip)),
+        invite
+            .header_lines()
+            .iter()
+            .all(|l| !l.contains(&carrier_ip)),
         "{}",
         invite.text()
     );

@@ -99,7 +99,16 @@ impl Namespaces {
         in_ns(
             &rtr,
             "nft",
-            &["add", "rule", "ip", "nat", "post", "oifname", &vr, "masquerade"],
+            &[
+                "add",
+                "rule",
+                "ip",
+                "nat",
+                "post",
+                "oifname",
+                &vr,
+                "masquerade",
+            ],
         );
         me
     }

@@ -1229,6 +1229,20 @@ impl Engine {
             .ok()
             .and_then(|f| f.uri.number().map(str::to_owned))
             .unwrap_or_default();
+        // Admission before the guard sees the call (a refused call never
+        // starts); a guard refusal frees the slots again.
+        let out_zone_id = registered.as_ref().map_or(tout.zone, |(f, _)| f.zone);
+        if !self.cac_admit(
+            now,
+            flow,
+            &msg,
+            call_ref,
+            [in_trunk, out_trunk],
+            [flow.zone, out_zone_id],
+            &number,
+        ) {
+            return;
+        }
         let verdict = self.guard.call_start(
             now,
             &CallInfo {
@@ -1244,24 +1258,14 @@ impl Engine {
             Verdict::Allow => {}
             Verdict::Drop => {
                 self.stats.guard_dropped += 1;
+                self.edge_call_ended(call_ref);
                 return;
             }
             Verdict::Reject(status) => {
                 self.stats.guard_rejected += 1;
+                self.edge_call_ended(call_ref);
                 return self.reject(flow, msg, status, "guard");
             }
-        }
-        let out_zone_id = registered.as_ref().map_or(tout.zone, |(f, _)| f.zone);
-        if !self.cac_admit(
-            now,
-            flow,
-            &msg,
-            call_ref,
-            [in_trunk, out_trunk],
-            [flow.zone, out_zone_id],
-            &number,
-        ) {
-            return;
         }
         if let Some(t) = registered {
             self.edge.registered_targets.insert(call_ref, t);

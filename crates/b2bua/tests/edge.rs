@@ -666,3 +666,28 @@ fn nated_registration_gets_keepalives_on_its_flow() {
     lab2.advance(Duration::from_secs(20));
     lab2.find(PHONE, "OPTIONS");
 }
+
+#[derive(Debug)]
+struct RejectCalls;
+
+impl palisade_b2bua::GuardHook for RejectCalls {
+    fn call_start(
+        &mut self,
+        _now: std::time::Instant,
+        _info: &palisade_b2bua::CallInfo<'_>,
+    ) -> palisade_b2bua::Verdict {
+        palisade_b2bua::Verdict::Reject(403)
+    }
+}
+
+#[test]
+fn a_call_the_guard_refuses_frees_its_admission_slot() {
+    let mut lab = lab_with(config("    cac: {max_concurrent_calls: 1}\n", "", ""));
+    lab.engine.set_guard(Box::new(RejectCalls));
+    for i in 0..3 {
+        lab.recv_msg(INSIDE, PBX, pbx_invite(i, "+4971100100", Some(PBX_SDP)));
+        lab.find(PBX, "403/INVITE");
+    }
+    assert_eq!(lab.engine.cac_held_calls(), 0);
+    assert_eq!(lab.engine.edge_stats().cac_rejected_concurrent, 0);
+}

@@ -61,6 +61,8 @@ pub struct LoopReport {
     pub engine: EngineStats,
     /// The loop's own.
     pub counters: LoopCounters,
+    /// The edge's counters (registrar, auth, registrations, keepalives, CAC).
+    pub edge: palisade_b2bua::EdgeStats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +202,7 @@ impl EngineLoop {
         LoopReport {
             engine: self.engine.stats(),
             counters: self.counters,
+            edge: self.engine.edge_stats(),
         }
     }
 

@@ -321,4 +321,25 @@ fn log_stats(what: &str, r: &LoopReport, t: &TransportStats) {
         tcp_send_queue_full = t.tcp_send_queue_full,
         "{what}"
     );
+    let g = &r.edge;
+    info!(
+        bindings = g.bindings,
+        registers_accepted = g.registers_accepted,
+        registers_refused = g.registers_refused,
+        challenges_sent = g.challenges_sent,
+        auth_failures = g.auth_failures,
+        registers_sent = g.registers_sent,
+        outbound_auth_retries = g.outbound_auth_retries,
+        trunk_down_rejected = g.trunk_down_rejected,
+        not_registered_rejected = g.not_registered_rejected,
+        cac_rejected_concurrent = g.cac_rejected_concurrent,
+        cac_rejected_cps = g.cac_rejected_cps,
+        cac_rejected_registrations = g.cac_rejected_registrations,
+        cac_emergency_exempted = g.cac_emergency_exempted,
+        keepalive_options_sent = g.keepalive_options_sent,
+        keepalive_crlf_sent = g.keepalive_crlf_sent,
+        keepalive_misses = g.keepalive_misses,
+        bindings_restored = g.bindings_restored,
+        "{what} (edge)"
+    );
 }

@@ -90,6 +90,8 @@ slots! {
     /// A PBX behind a real NAT (network namespaces, nftables masquerade)
     /// registers and takes and places calls through it.
     EdgeNatNetns = 116,
+    /// OPTIONS keepalives to carrier members: a silent member goes down; all down, 503.
+    EdgeKeepalive = 117,
 }
 
 impl Slot {

@@ -353,3 +353,31 @@ fn call_admission_limit_under_load_with_emergency_exemption() {
         "each refusal is counted with its reason"
     );
 }
+
+#[test]
+fn options_keepalives_mark_silent_members_down() {
+    let slot = Slot::EdgeKeepalive;
+    let carrier = "    keepalive: {method: options, interval_seconds: 1}\n";
+    let lab = Lab::builder(slot).yaml(yaml(slot, carrier, "", "")).start();
+    let net = lab.net();
+    // The primary answers every OPTIONS; nothing listens on the secondary.
+    let primary = lab.carrier_primary("uas_options").calls(1000).spawn_uas();
+    let secondary_down = format!(
+        "event=member-down trunk=carrier member={}",
+        net.carrier_secondary()
+    );
+    wait_for_log(&lab, &secondary_down, Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(2));
+    let primary_down = format!(
+        "event=member-down trunk=carrier member={}",
+        net.carrier_primary()
+    );
+    assert!(!lab.log().contains(&primary_down), "{}", lab.log_tail(30));
+    let primary = primary.kill();
+    let pings = requests(&primary.messages(), "OPTIONS").len();
+    assert!(pings >= 2, "{pings} OPTIONS answered");
+    // The primary stops answering: both down, the trunk is down, calls get 503.
+    wait_for_log(&lab, &primary_down, Duration::from_secs(6));
+    lab.pbx_uac("uac_expect_503").run().assert_success(1);
+    assert!(lab.log().contains("reason=trunk-down"));
+}

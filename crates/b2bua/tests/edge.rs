@@ -691,3 +691,39 @@ fn a_call_the_guard_refuses_frees_its_admission_slot() {
     assert_eq!(lab.engine.cac_held_calls(), 0);
     assert_eq!(lab.engine.edge_stats().cac_rejected_concurrent, 0);
 }
+
+#[test]
+fn reload_adds_and_drops_registrations_and_keepalives() {
+    let mut lab = lab_with(config("", "", ""));
+    lab.engine.sync_edge(lab.now);
+    lab.advance(Duration::from_secs(5));
+    assert!(lab.take().is_empty(), "nothing configured, nothing sent");
+    // Reload with a registration and keepalives: both start.
+    let with = config(
+        &format!("{REGISTRATION}    keepalive: {{method: options, interval_seconds: 10}}\n"),
+        "",
+        "",
+    );
+    lab.engine.reload(std::sync::Arc::new(with));
+    lab.engine.sync_edge(lab.now);
+    lab.advance(Duration::ZERO);
+    lab.find(CARRIER1, "REGISTER");
+    assert_eq!(lab.engine.registration_up(lab.now, "carrier"), Some(false));
+    lab.advance(Duration::from_secs(10));
+    lab.find(CARRIER2, "OPTIONS");
+    // Reload without them: the registration is gone, no more pings.
+    lab.engine.reload(std::sync::Arc::new(config("", "", "")));
+    lab.engine.sync_edge(lab.now);
+    assert_eq!(lab.engine.registration_up(lab.now, "carrier"), None);
+    // Requests already out finish their transactions (retransmissions, then
+    // timeout); nothing new starts.
+    lab.advance(Duration::from_secs(40));
+    lab.take();
+    lab.advance(Duration::from_secs(60));
+    assert!(
+        lab.take()
+            .iter()
+            .all(|(_, m)| !matches!(describe(m).as_str(), "REGISTER" | "OPTIONS")),
+        "stopped after the reload"
+    );
+}

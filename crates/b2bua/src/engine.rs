@@ -31,6 +31,14 @@ use crate::ids::IdGen;
 use crate::stage::{Direction, Stage, StageContext};
 use crate::{CallEvent, CallEventKind, EndReason, EngineStats, Event, TxnId};
 
+// Edge behaviour (issue 4), in their own modules: registrar, digest
+// authentication, outbound registration and keepalives, call admission.
+mod auth;
+mod cac;
+pub(crate) mod edge;
+mod outbound;
+mod registrar;
+
 /// Methods Palisade relays within a dialog (advertised in Allow).
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY";
 /// Headers that describe a body; they travel with it (they name no host).
@@ -99,6 +107,8 @@ enum Purpose {
     Cancel,
     /// An OPTIONS health probe (its id in [`Health`]).
     Probe(u64),
+    /// A request of the edge (outbound REGISTER, keepalive OPTIONS).
+    Edge(edge::EdgePurpose),
 }
 
 #[derive(Debug)]
@@ -135,6 +145,8 @@ enum TimerKey {
     ServerGuard(TxnId),
     Client(TxnId),
     Call(CallRef, CallTimer),
+    /// The edge's next deadline (registrations, keepalives, binding expiry).
+    Edge,
 }
 
 /// Dialogs sharing one Call-ID: (our tag on that leg, call, side).
@@ -169,6 +181,7 @@ pub struct Engine {
     health: Health,
     /// The latest `now` the engine was given (schedules the first probes).
     last_now: Option<Instant>,
+    edge: edge::EdgeState,
 }
 
 impl std::fmt::Debug for Engine {
@@ -236,10 +249,18 @@ impl Engine {
     /// with `seed` (seed from the OS in production).
     pub fn new(cfg: Arc<Config>, seed: [u8; 32]) -> Self {
         let health = Health::new(&cfg);
+        let mut ids = IdGen::new(seed);
+        let (max_bindings, nonce_lifetime) = cfg.registrar().map_or((1, 300), |r| {
+            (
+                r.max_bindings_total as usize,
+                u64::from(r.nonce_lifetime_seconds),
+            )
+        });
+        let edge = edge::EdgeState::new(&mut ids, max_bindings, nonce_lifetime);
         Engine {
             timers_cfg: timer_config(&cfg),
             cfg,
-            ids: IdGen::new(seed),
+            ids,
             stages: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
@@ -259,6 +280,7 @@ impl Engine {
             inbound_stages: HashMap::new(),
             health,
             last_now: None,
+            edge,
         }
         .with_tag_key()
     }
@@ -306,6 +328,7 @@ impl Engine {
         self.cfg = cfg;
         self.stages.clear();
         self.inbound_stages.clear();
+        self.edge.synced = false;
     }
 
     /// Installs the resolved targets of `trunk` (by name), a trunk with
@@ -581,6 +604,7 @@ impl Engine {
             Method::Bye | Method::Prack | Method::Update | Method::Info => {
                 self.respond_stateless(flow, &msg, 481, |_| {});
             }
+            Method::Register => self.on_register(now, flow, msg, key),
             Method::Extension(_) => self.respond_stateless(flow, &msg, 501, |w| {
                 w.header(HeaderName::Allow, ALLOW);
             }),
@@ -1064,6 +1088,7 @@ impl Engine {
                         self.end_call(now, c, EndReason::PeerVanished, None);
                     }
                 }
+                TimerKey::Edge => self.on_edge_timer(now),
                 TimerKey::ServerGuard(id) => {
                     if self.server.get(&id).is_some_and(|t| !t.finished) {
                         self.stats.guard_timeouts += 1;
@@ -1223,11 +1248,17 @@ impl Engine {
 
     fn on_initial_invite(&mut self, now: Instant, flow: Flow, msg: Message, key: ServerKey) {
         let cfg = Arc::clone(&self.cfg);
-        let Some(in_trunk) = cfg.trunk_for_source(flow.zone, flow.remote.ip()) else {
+        let in_trunk = cfg
+            .trunk_for_source(flow.zone, flow.remote.ip())
+            .or_else(|| self.registered_source_trunk(now, flow));
+        let Some(in_trunk) = in_trunk else {
             return self.reject(flow, msg, 403, "unknown-source");
         };
         if self.draining {
             return self.reject(flow, msg, 503, "draining");
+        }
+        if self.challenge_invite(now, flow, &msg, in_trunk) {
+            return;
         }
         if self.calls.len() >= cfg.sip().max_calls as usize {
             return self.reject(flow, msg, 503, "max-calls");
@@ -1274,6 +1305,18 @@ impl Engine {
         let (Some(tin), Some(tout)) = (cfg.trunk(in_trunk), cfg.trunk(out_trunk)) else {
             return self.reject(flow, msg, 500, "config");
         };
+        let registered = if route.to_registered {
+            let Some(t) = self.registered_target(now, &number) else {
+                self.edge.stats.not_registered_rejected += 1;
+                return self.reject(flow, msg, 480, "not-registered");
+            };
+            Some(t)
+        } else if !self.trunk_available(now, tout) {
+            self.edge.stats.trunk_down_rejected += 1;
+            return self.reject(flow, msg, 503, "trunk-down");
+        } else {
+            None
+        };
         // The targets this call walks: the trunk's up targets in order (all
         // of them when every one is down); none yet while DNS is pending.
         let Some(targets) = self.health.plan(&tout.name) else {
@@ -1296,6 +1339,20 @@ impl Engine {
             .ok()
             .and_then(|f| f.uri.number().map(str::to_owned))
             .unwrap_or_default();
+        // Admission before the guard sees the call (a refused call never
+        // starts); a guard refusal frees the slots again.
+        let out_zone_id = registered.as_ref().map_or(tout.zone, |(f, _)| f.zone);
+        if !self.cac_admit(
+            now,
+            flow,
+            &msg,
+            call_ref,
+            [in_trunk, out_trunk],
+            [flow.zone, out_zone_id],
+            &number,
+        ) {
+            return;
+        }
         let verdict = self.guard.call_start(
             now,
             &CallInfo {
@@ -1311,12 +1368,17 @@ impl Engine {
             Verdict::Allow => {}
             Verdict::Drop => {
                 self.stats.guard_dropped += 1;
+                self.edge_call_ended(call_ref);
                 return;
             }
             Verdict::Reject(status) => {
                 self.stats.guard_rejected += 1;
+                self.edge_call_ended(call_ref);
                 return self.reject(flow, msg, status, "guard");
             }
+        }
+        if let Some(t) = registered {
+            self.edge.registered_targets.insert(call_ref, t);
         }
 
         // Leg A: the caller's dialog, as the caller set it up.
@@ -1510,6 +1572,20 @@ impl Engine {
         b.remote_target = ruri;
         b.remote_tag = None;
         b.contact = contact_value(zone, m.transport);
+        // A registered user: its contact, over the flow it registered from.
+        let zone = match self.edge.registered_targets.get(&c) {
+            Some((flow, contact)) => {
+                b.flow = *flow;
+                b.remote_target.clone_from(contact);
+                b.remote_base = format!("<sip:{number}@{}>", host_str(zone.sip_address));
+                let Some(z) = cfg.zone(flow.zone) else {
+                    return;
+                };
+                b.contact = contact_value(z, flow.transport);
+                z
+            }
+            None => zone,
+        };
         let branch = self.ids.branch();
         // Max-Forwards: the caller's budget, minus this hop.
         let mf = a_invite.max_forwards().map_or(cfg.sip().max_forwards, |v| {
@@ -1526,6 +1602,9 @@ impl Engine {
         w.header(HeaderName::Contact, &b.contact);
         w.header(HeaderName::Allow, ALLOW);
         copy_passed_headers(&mut w, &a_invite, trunk);
+        if let Some((name, value)) = self.edge.pending_auth.get(&c) {
+            w.header(*name, value);
+        }
         let flow = b.flow;
         let bytes = finish_body(w, body);
         if let Some(r) = call.invite.as_mut() {
@@ -1711,6 +1790,9 @@ impl Engine {
             self.health.on_probe_result(probe, outcome);
             self.emit_health_changes();
         }
+        if let Purpose::Edge(p) = purpose {
+            self.on_edge_final(now, p, status, msg);
+        }
         self.handle_client_final(now, id, call, purpose, status, msg);
         // Settle last: settling may remove the call, and the handlers above
         // still need it (a relayed request's origin must get its answer).
@@ -1764,7 +1846,7 @@ impl Engine {
             }
             Purpose::Attempt(idx) => self.on_attempt_final(now, c, idx, id, status, msg),
             Purpose::ReInvite => self.on_reinvite_final(now, c, side, status, msg),
-            Purpose::Bye | Purpose::Cancel | Purpose::Probe(_) => {}
+            Purpose::Bye | Purpose::Cancel | Purpose::Probe(_) | Purpose::Edge(_) => {}
         }
     }
 
@@ -1777,6 +1859,13 @@ impl Engine {
         status: u16,
         msg: Option<&Message>,
     ) {
+        // A carrier's digest challenge: re-send with the trunk's credentials.
+        if matches!(status, 401 | 407)
+            && let Some(m) = msg
+            && self.retry_invite_with_credentials(now, c, idx, status, m)
+        {
+            return;
+        }
         let Some(call) = self.calls.get_mut(&c) else {
             return;
         };
@@ -2585,6 +2674,7 @@ impl Engine {
                 .cancel(&TimerKey::Call(c, CallTimer::MemberTimeout(*i)));
         }
         self.media.release(now, c);
+        self.edge_call_ended(c);
         // A pending INVITE (initial or re-INVITE) gets its final; a
         // re-INVITE still pending on the other leg is cancelled.
         if let Some(client) = relay.as_ref().and_then(|r| r.client) {

@@ -160,6 +160,12 @@ pub trait GuardHook: Send + std::fmt::Debug {
 
     /// The call ended.
     fn call_ended(&mut self, _now: Instant, _call: CallRef, _end: &CallEnd) {}
+
+    /// Digest credentials from `flow` failed (wrong password, unknown user,
+    /// forged or foreign nonce) for the claimed `user`. The peer got the
+    /// same 401/407 challenge as for a first attempt, so counting these
+    /// per source is how brute force (svcrack) and enumeration show up.
+    fn auth_failed(&mut self, _now: Instant, _flow: &Flow, _user: &str) {}
 }
 
 /// The default: no policing.

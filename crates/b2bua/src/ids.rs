@@ -57,6 +57,19 @@ impl IdGen {
         b
     }
 
+    /// 64 random bits (keys, client nonces).
+    pub(crate) fn random_u64(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
+    /// Fills `buf` with random bytes (secret keys).
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let r = self.rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+    }
+
     /// A random 31-bit initial CSeq.
     pub fn cseq(&mut self) -> u32 {
         // Leave room to count up without crossing 2^31.

@@ -19,6 +19,14 @@
 //! Media (SDP `c=`/`m=` rewriting and relay), normalization rules and NAT
 //! handling plug in later; normalization and NAT attach as [`Stage`]s on a
 //! trunk's outbound pipeline.
+//!
+//! Edge behaviour lives in `engine/` submodules, each a thin layer over a
+//! sans-IO crate: the registrar and routing to registered users
+//! (`palisade-registrar`, `palisade-nat`), digest authentication of
+//! REGISTERs and INVITEs and answers to carriers' challenges
+//! (`palisade-digest`), outbound registration and keepalives, and call
+//! admission control; the binary reads [`Engine::poll_edge_event`] to log
+//! and persist bindings.
 
 mod call;
 mod engine;
@@ -33,6 +41,7 @@ mod stage;
 use std::net::SocketAddr;
 
 pub use call::{CallRef, Flow, Side};
+pub use engine::edge::{EdgeEvent, EdgeStats};
 pub use engine::{Engine, Transmit};
 pub use health::{HealthChange, ProbeOutcome, Target, TargetState, TargetStatus};
 pub use hooks::{

@@ -151,6 +151,7 @@ proptest! {
         prop_assert_eq!(s.server_transactions, 0);
         prop_assert_eq!(s.client_transactions, 0);
         prop_assert_eq!(s.internal_errors, 0);
+        prop_assert_eq!(lab.engine.cac_held_calls(), 0, "admission slots leaked");
         prop_assert_eq!(lab.engine.poll_timeout(), None, "a timer is still armed");
     }
 }

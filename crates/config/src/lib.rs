@@ -18,6 +18,7 @@
 //! `serde_path_to_error` supplies field paths for type errors; CIDRs are
 //! `ipnet`; `logging.level` is checked with `tracing-subscriber`'s own parser.
 
+mod edge;
 mod error;
 mod guard;
 mod model;
@@ -31,6 +32,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use edge::{
+    Cac, CallAdmission, DigestAlgorithm, Keepalive, KeepaliveMethod, Nat, Registrar, RegistrarUser,
+    Registration, Secret, TrunkAuth,
+};
 pub use error::{ConfigError, Problem};
 pub use guard::{
     Alerts, DEFAULT_EMERGENCY_NUMBERS, DEFAULT_HIGH_RISK_PREFIXES, DEFAULT_LIMITS,

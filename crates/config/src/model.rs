@@ -121,6 +121,8 @@ pub struct Zone {
     pub media: MediaRange,
     /// DSCP for SIP packets sent from this zone (0..=63). Default 24 (CS3).
     pub dscp_sip: u8,
+    /// Call admission limits of the zone (all calls and registrations through it).
+    pub cac: crate::edge::Cac,
 }
 
 impl Zone {
@@ -272,6 +274,16 @@ pub struct Trunk {
     /// Non-structural header names allowed to cross into messages sent to this
     /// trunk, lower-cased, without duplicates.
     pub pass_headers: Vec<String>,
+    /// Credentials Palisade presents to this trunk.
+    pub auth: Option<crate::edge::TrunkAuth>,
+    /// Outbound registration to the primary member (needs `auth`).
+    pub registration: Option<crate::edge::Registration>,
+    /// INVITEs from this trunk must carry digest credentials of a registrar user.
+    pub challenge_inbound: bool,
+    /// Keepalives to every member.
+    pub keepalive: Option<crate::edge::Keepalive>,
+    /// Call admission limits.
+    pub cac: crate::edge::Cac,
     /// Inside the trust domain (RFC 3325): may receive P-Asserted-Identity
     /// and a caller's identity when the caller asked for `Privacy: id`.
     /// `trusted`, default true.
@@ -386,6 +398,9 @@ pub struct Route {
     pub number_regex: Option<Regex>,
     /// Where matching calls go.
     pub to_trunk: TrunkId,
+    /// Deliver to the registrar binding of the dialled user (the trunk is
+    /// the registrar's) instead of the trunk's members.
+    pub to_registered: bool,
 }
 
 impl Route {
@@ -462,6 +477,9 @@ pub struct Config {
     pub(crate) guard: crate::guard::Guard,
     pub(crate) fraud: crate::guard::Fraud,
     pub(crate) alerts: crate::guard::Alerts,
+    pub(crate) registrar: Option<crate::edge::Registrar>,
+    pub(crate) nat: crate::edge::Nat,
+    pub(crate) call_admission: crate::edge::CallAdmission,
     /// One per zone.
     pub(crate) sources: Vec<SourceIndex>,
     /// Per trunk: indices of routes with that `from_trunk`, ascending.
@@ -535,6 +553,21 @@ impl Config {
     /// `alerts:` settings.
     pub fn alerts(&self) -> &crate::guard::Alerts {
         &self.alerts
+    }
+
+    /// `registrar:` settings, if Palisade is a registrar.
+    pub fn registrar(&self) -> Option<&crate::edge::Registrar> {
+        self.registrar.as_ref()
+    }
+
+    /// `nat:` settings.
+    pub fn nat(&self) -> &crate::edge::Nat {
+        &self.nat
+    }
+
+    /// `call_admission:` settings.
+    pub fn call_admission(&self) -> &crate::edge::CallAdmission {
+        &self.call_admission
     }
 
     /// The zone `id`; `None` only for an id from another `Config` with more zones.

@@ -26,6 +26,9 @@ pub(crate) struct RawConfig {
     pub guard: Option<crate::guard::RawGuard>,
     pub fraud: Option<crate::guard::RawFraud>,
     pub alerts: Option<crate::guard::RawAlerts>,
+    pub registrar: Option<S<RawRegistrar>>,
+    pub nat: Option<RawNat>,
+    pub call_admission: Option<RawCallAdmission>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +68,7 @@ pub(crate) struct RawZone {
     pub tcp_port: Option<S<u16>>,
     pub media: Option<S<RawMedia>>,
     pub dscp_sip: Option<S<u64>>,
+    pub cac: Option<RawCac>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +88,11 @@ pub(crate) struct RawTrunk {
     pub source_addresses: Option<Vec<S<String>>>,
     pub member_timeout_ms: Option<S<u64>>,
     pub pass_headers: Option<Vec<S<String>>>,
+    pub auth: Option<S<RawTrunkAuth>>,
+    pub registration: Option<S<RawRegistration>>,
+    pub challenge_inbound: Option<S<bool>>,
+    pub keepalive: Option<RawKeepalive>,
+    pub cac: Option<RawCac>,
     pub health: Option<S<RawHealth>>,
     pub trusted: Option<S<bool>>,
     pub normalization: Option<crate::normalization::raw::RawTrunkNormalization>,
@@ -180,6 +189,7 @@ pub(crate) struct RawRoute {
     pub number_prefixes: Option<S<Vec<S<String>>>>,
     pub number_regex: Option<S<String>>,
     pub to_trunk: S<String>,
+    pub to_registered: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,4 +210,85 @@ pub(crate) struct RawLogging {
 pub(crate) enum RawLogFormat {
     Text,
     Json,
+}
+
+// ---------------------------------------------------------------- edge
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrunkAuth {
+    pub username: S<String>,
+    pub password: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub realm: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistration {
+    pub enabled: Option<S<bool>>,
+    pub expires_seconds: Option<S<u64>>,
+    pub retry_seconds: Option<S<u64>>,
+    pub max_retry_seconds: Option<S<u64>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawKeepaliveMethod {
+    Options,
+    Crlf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKeepalive {
+    pub method: Option<S<RawKeepaliveMethod>>,
+    pub interval_seconds: Option<S<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCac {
+    pub max_concurrent_calls: Option<S<u64>>,
+    pub max_calls_per_second: Option<S<u64>>,
+    pub max_registrations: Option<S<u64>>,
+    pub reject_status: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistrar {
+    pub trunk: S<String>,
+    pub realm: S<String>,
+    pub users: S<Vec<S<RawRegistrarUser>>>,
+    pub algorithms: Option<S<Vec<S<String>>>>,
+    pub min_expires_seconds: Option<S<u64>>,
+    pub max_expires_seconds: Option<S<u64>>,
+    pub default_expires_seconds: Option<S<u64>>,
+    pub max_bindings_total: Option<S<u64>>,
+    pub nonce_lifetime_seconds: Option<S<u64>>,
+    pub database_path: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistrarUser {
+    pub user: S<String>,
+    pub ha1_md5: S<String>,
+    pub ha1_sha256: Option<S<String>>,
+    pub max_bindings: Option<S<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNat {
+    pub detect: Option<S<bool>>,
+    pub keepalive: Option<RawKeepalive>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCallAdmission {
+    pub emergency_numbers: Option<Vec<S<String>>>,
+    pub retry_after_seconds: Option<S<u64>>,
 }

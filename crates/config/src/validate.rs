@@ -25,6 +25,8 @@ use crate::raw::{
     RawRoute, RawRtcpMux, RawSip, RawSrtp, RawTrunk, RawZone, S,
 };
 
+mod edge;
+
 // Documented defaults and bounds. configs/reference.yaml states the same values.
 const DEFAULT_NODE_NAME: &str = "palisade";
 const DEFAULT_USER_AGENT: &str = "Palisade";
@@ -330,6 +332,16 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     );
     let fraud = crate::guard::fraud(&mut cx, raw.fraud.unwrap_or_default(), &plain_trunks);
     let alerts = crate::guard::alerts(&mut cx, raw.alerts.unwrap_or_default());
+    let registrar = edge::registrar(&mut cx, raw.registrar.as_ref(), &trunks);
+    edge::cross(
+        &mut cx,
+        &raw.trunks.value,
+        &raw.routes.value,
+        registrar.as_ref(),
+        &routes,
+    );
+    let nat = edge::nat(&mut cx, raw.nat);
+    let call_admission = edge::call_admission(&mut cx, raw.call_admission);
 
     if !cx.problems.is_empty() {
         let mut problems = cx.problems;
@@ -364,6 +376,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         guard,
         fraud,
         alerts,
+        registrar,
+        nat,
+        call_admission,
         sources,
         routes_from,
         routes_from_any,
@@ -694,6 +709,7 @@ fn zones(cx: &mut Ctx, raw: &S<Vec<S<RawZone>>>) -> (Vec<Zone>, Vec<bool>) {
                 port_max: DEFAULT_MEDIA_PORT_MAX,
             }),
             dscp_sip,
+            cac: edge::cac(cx, z.cac.as_ref(), &p),
         });
     }
     cross_zone(cx, &out, &spans);
@@ -950,6 +966,7 @@ fn trunks(
         let pass_headers = pass_headers(cx, t, &p);
         let media = trunk_media(cx, t, &p);
         let health = health(cx, t.health.as_ref(), &p);
+        let e = edge::trunk(cx, t, &p);
         out.push((
             Trunk {
                 id: TrunkId(id16(i)),
@@ -964,6 +981,11 @@ fn trunks(
                 media,
                 trusted: t.trusted.as_ref().is_none_or(|v| v.value),
                 normalization: crate::normalization::TrunkNormalization::default(),
+                auth: e.auth,
+                registration: e.registration,
+                challenge_inbound: e.challenge_inbound,
+                keepalive: e.keepalive,
+                cac: e.cac,
             },
             sources,
         ));
@@ -1532,6 +1554,7 @@ fn routes(cx: &mut Ctx, raw: &S<Vec<S<RawRoute>>>, trunks: &[TrunkWithSources]) 
             number_prefixes,
             number_regex,
             to_trunk: to_trunk.unwrap_or(TrunkId(u16::MAX)),
+            to_registered: edge::to_registered(r),
         });
     }
     out

@@ -923,4 +923,8 @@ impl GuardHook for SharedGuard {
     fn call_ended(&mut self, now: Instant, call: CallRef, end: &CallEnd) {
         self.with(|g| g.on_call_ended(now, call, end));
     }
+
+    fn auth_failed(&mut self, now: Instant, flow: &Flow, user: &str) {
+        self.with(|g| g.auth_failed(now, flow, user));
+    }
 }

@@ -75,6 +75,8 @@ pub struct LoopReport {
     pub relay: Option<RelayStats>,
     /// The guard's, when it runs.
     pub guard: Option<GuardIoStats>,
+    /// The edge's counters (registrar, auth, registrations, keepalives, CAC).
+    pub edge: palisade_b2bua::EdgeStats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +117,8 @@ pub struct EngineLoop {
     /// Taken from `media` when the loop starts.
     reports: Option<mpsc::Receiver<Report>>,
     guard: Option<GuardIo>,
+    /// The registrar's binding store, if configured.
+    store: Option<palisade_store::Store>,
 }
 
 /// A deadline far enough away to mean "never" for a disabled sleep.
@@ -140,7 +144,14 @@ impl EngineLoop {
             media: None,
             reports: None,
             guard: None,
+            store: None,
         }
+    }
+
+    /// Persists registrar bindings in `store`.
+    pub fn with_store(mut self, store: Option<palisade_store::Store>) -> Self {
+        self.store = store;
+        self
     }
 
     /// Runs the guard: installs its hook in the engine and carries out its
@@ -282,6 +293,7 @@ impl EngineLoop {
         LoopReport {
             engine: self.engine.stats(),
             counters: self.counters,
+            edge: self.engine.edge_stats(),
             guard: self.guard.as_ref().map(GuardIo::stats),
             media: self.media.as_ref().map(|m| m.media.stats()),
             relay: self.media.as_ref().map(|m| m.relay.stats()),
@@ -338,6 +350,7 @@ impl EngineLoop {
                 if let Some(g) = self.guard.as_mut() {
                     g.reload(&cfg);
                 }
+                self.engine.sync_edge(now());
                 self.cfg = cfg;
                 // The supervisor may have stopped waiting; nothing to do then.
                 let _ = done.send(());
@@ -463,6 +476,9 @@ impl EngineLoop {
         }
         while let Some(ev) = self.engine.poll_event() {
             self.log_event(ev);
+        }
+        while let Some(ev) = self.engine.poll_edge_event() {
+            crate::edge::on_event(&self.cfg, self.store.as_ref(), now(), ev);
         }
     }
 

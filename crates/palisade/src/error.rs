@@ -60,6 +60,9 @@ pub enum AppError {
     /// A command-line value is wrong (CLI).
     #[error("{0}")]
     Usage(String),
+    /// The registrar's binding store could not be opened.
+    #[error("cannot open the registrar store: {0}")]
+    Store(#[from] palisade_store::StoreError),
 
     // --- Internal: the process could not set itself up or a task failed. ---
     /// The tokio runtime could not be built.
@@ -96,6 +99,7 @@ impl AppError {
             | AppError::TooManyListeners(_)
             | AppError::UnknownTrunk(_)
             | AppError::Dns(_)
+            | AppError::Store(_)
             | AppError::Usage(_) => EXIT_CONFIG,
             AppError::MessageRead { .. } | AppError::MessageParse(_) => EXIT_MESSAGE,
             AppError::Nftables(_) | AppError::Alerts(_) => EXIT_INTERNAL,

@@ -24,6 +24,7 @@
 
 mod admin;
 mod cli;
+mod edge;
 mod engine_loop;
 mod error;
 mod guard_io;

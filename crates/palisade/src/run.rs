@@ -134,8 +134,17 @@ async fn serve(
     if let Some((em, _)) = &engine_media {
         engine.set_media(Box::new(em.media.clone()));
     }
+    let store = match crate::edge::open_store(&config, &mut engine, crate::now()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = transports.clone().shutdown().await;
+            return Err(e.into());
+        }
+    };
+    engine.sync_edge(crate::now());
     let mut engine_loop =
-        EngineLoop::new(engine, Arc::clone(&config), listeners, transports.clone());
+        EngineLoop::new(engine, Arc::clone(&config), listeners, transports.clone())
+            .with_store(store);
     if let Some((em, reports)) = engine_media {
         engine_loop = engine_loop.with_media(em, reports);
     }
@@ -478,6 +487,27 @@ fn log_stats(what: &str, r: &LoopReport, t: &TransportStats) {
             "{what} (relay)"
         );
     }
+    let g = &r.edge;
+    info!(
+        bindings = g.bindings,
+        registers_accepted = g.registers_accepted,
+        registers_refused = g.registers_refused,
+        challenges_sent = g.challenges_sent,
+        auth_failures = g.auth_failures,
+        registers_sent = g.registers_sent,
+        outbound_auth_retries = g.outbound_auth_retries,
+        trunk_down_rejected = g.trunk_down_rejected,
+        not_registered_rejected = g.not_registered_rejected,
+        cac_rejected_concurrent = g.cac_rejected_concurrent,
+        cac_rejected_cps = g.cac_rejected_cps,
+        cac_rejected_registrations = g.cac_rejected_registrations,
+        cac_emergency_exempted = g.cac_emergency_exempted,
+        keepalive_options_sent = g.keepalive_options_sent,
+        keepalive_crlf_sent = g.keepalive_crlf_sent,
+        keepalive_misses = g.keepalive_misses,
+        bindings_restored = g.bindings_restored,
+        "{what} (edge)"
+    );
 }
 
 /// One info line with the guard's counters (metrics-ready names).

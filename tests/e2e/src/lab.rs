@@ -222,10 +222,11 @@ pub struct LabBuilder {
 }
 
 impl LabBuilder {
-    /// Writes this YAML instead of rendering [`LabConfig`] (whose timing
-    /// knobs still set the drain wait). Tests start from `LabConfig::render`.
-    pub fn config_text(mut self, yaml: String) -> Self {
-        self.config_text = Some(yaml);
+    /// Writes this YAML instead of rendering [`LabConfig`] (start from
+    /// `LabConfig::render` and edit it). `config` knobs still set the grace
+    /// period and the PBX transport the helpers use.
+    pub fn config_text(mut self, yaml: impl Into<String>) -> Self {
+        self.config_text = Some(yaml.into());
         self
     }
     /// Replaces the config knobs.

@@ -35,6 +35,8 @@ pub struct Sipp {
     timeout: Duration,
     pause_ms: Option<u64>,
     extra: Vec<String>,
+    /// Run inside this network namespace (`ip netns exec`).
+    netns: Option<String>,
 }
 
 /// The files a SIPp run writes.
@@ -105,6 +107,7 @@ impl Sipp {
             timeout: Duration::from_secs(30),
             pause_ms: None,
             extra: Vec::new(),
+            netns: None,
         }
     }
 
@@ -160,6 +163,12 @@ impl Sipp {
         self
     }
     /// Any other SIPp argument.
+    /// Runs SIPp inside network namespace `ns` (created by the test).
+    /// `spawn_uas` cannot see its socket there: use `spawn` and wait.
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_owned());
+        self
+    }
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.extra.push(a.into());
         self
@@ -248,7 +257,15 @@ impl Sipp {
             format!("sipp {}\n", args.join(" ")),
         )
         .unwrap_or_else(|e| panic!("write command file: {e}"));
-        let child = Command::new(sipp)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new(paths::require_tool("ip"));
+                c.args(["netns", "exec", ns.as_str()]).arg(&sipp);
+                c
+            }
+            None => Command::new(sipp),
+        };
+        let child = cmd
             .args(&args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())

@@ -140,6 +140,24 @@ slots! {
     FraudConcurrent = 95,
     /// Alerts persist across a restart and keep merging.
     FraudRestart = 96,
+    // Edge (issue 4): registration, digest, NAT, call admission (110-119).
+    /// Palisade registers to a SIPp registrar that challenges with 401.
+    EdgeOutboundRegister = 110,
+    /// The registrar refuses Palisade's password: back-off, trunk down.
+    EdgeRegisterWrongPassword = 111,
+    /// A phone registers with digest, then the carrier calls it.
+    EdgePhoneRegisterCall = 112,
+    /// A binding survives a restart (SQLite store).
+    EdgeRegistrarRestart = 113,
+    /// SIPp load over a per-trunk limit: 503 + Retry-After, 112 still passes.
+    EdgeCacLoad = 114,
+    /// A carrier answering INVITE with 407: Palisade re-sends with credentials.
+    EdgeInviteChallenge = 115,
+    /// A PBX behind a real NAT (network namespaces, nftables masquerade)
+    /// registers and takes and places calls through it.
+    EdgeNatNetns = 116,
+    /// OPTIONS keepalives to carrier members: a silent member goes down; all down, 503.
+    EdgeKeepalive = 117,
 }
 
 impl Slot {

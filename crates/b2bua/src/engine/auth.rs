@@ -1,0 +1,282 @@
+//! Digest authentication in the engine: checking credentials of REGISTERs
+//! and of INVITEs from trunks with `challenge_inbound` against the
+//! registrar's users (stateless HMAC nonces, nonce counts, `stale`), and
+//! answering a carrier's 401/407 to our INVITE with the trunk's credentials.
+//!
+//! The same challenge goes out for an unknown user and a wrong password,
+//! so the answers never tell which users exist (enumeration by svwar).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use palisade_digest::{Algorithm, Challenge, Credentials, NonceCheck, client_credentials, verify};
+use palisade_sip::{HeaderName, Message};
+
+use super::edge::{EdgeEvent, MAX_TRACKED_NONCES};
+use super::{CallTimer, Engine, TimerKey};
+use crate::{CallRef, Flow};
+
+/// The outcome of checking a request's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum AuthResult {
+    /// Valid credentials of this user.
+    Ok(String),
+    /// No credentials for our realm: challenge.
+    Missing,
+    /// Valid response but an old nonce (or a replayed count): challenge with stale=true.
+    Stale,
+    /// Wrong password, unknown user, forged nonce: challenge, and count.
+    Failed(String),
+}
+
+fn algorithm(a: palisade_config::DigestAlgorithm) -> Algorithm {
+    match a {
+        palisade_config::DigestAlgorithm::Md5 => Algorithm::Md5,
+        palisade_config::DigestAlgorithm::Sha256 => Algorithm::Sha256,
+    }
+}
+
+impl Engine {
+    /// Checks the `Authorization` (REGISTER) or `Proxy-Authorization`
+    /// (INVITE) credentials of `msg`. `expect_user`, when given, is the
+    /// only user the credentials may name (the To user of a REGISTER).
+    pub(super) fn check_credentials(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        header: HeaderName,
+        expect_user: Option<&str>,
+    ) -> AuthResult {
+        let cfg = Arc::clone(&self.cfg);
+        let Some(reg) = cfg.registrar() else {
+            return AuthResult::Missing;
+        };
+        let method = msg.method().map_or("", |m| m.as_str());
+        // The first Digest credential for our realm.
+        let creds = msg
+            .headers()
+            .filter(|h| h.name == header)
+            .filter_map(|h| h.value_str().ok())
+            .filter_map(|v| Credentials::parse(v).ok())
+            .find(|c| c.realm == reg.realm);
+        let Some(c) = creds else {
+            return AuthResult::Missing;
+        };
+        let user = c.username.clone();
+        let secs = self.edge.nonce_secs(now);
+        let nonce = self.edge.nonces.check(&c.nonce, secs, &reg.realm);
+        let ha1 = reg.user(&c.username).and_then(|u| match c.algorithm {
+            Algorithm::Md5 => Some(u.ha1_md5.as_str()),
+            Algorithm::Sha256 => u.ha1_sha256.as_deref(),
+        });
+        let allowed_alg = reg.algorithms.iter().any(|a| algorithm(*a) == c.algorithm);
+        let user_ok = expect_user.is_none_or(|e| e == c.username);
+        // The digest is computed even for unknown users (against a dummy
+        // HA1) so the work does not tell users apart.
+        let dummy = "0".repeat(c.algorithm.hex_len());
+        let digest_ok = verify(&c, ha1.unwrap_or(&dummy), method) && ha1.is_some();
+        if nonce == NonceCheck::Invalid || !digest_ok || !allowed_alg || !user_ok {
+            return AuthResult::Failed(user);
+        }
+        if nonce == NonceCheck::Stale {
+            return AuthResult::Stale;
+        }
+        // Nonce counts must grow (replay protection), remembered for a bounded set of nonces.
+        if let Some(nc) = c.nc {
+            let seen = self.edge.nonce_counts.get(&c.nonce).copied();
+            if seen.is_some_and(|s| nc <= s) {
+                return AuthResult::Stale;
+            }
+            if seen.is_none() && self.edge.nonce_counts.len() >= MAX_TRACKED_NONCES {
+                // Forget nonces that are stale by now; if still full, start over.
+                let nonces = &self.edge.nonces;
+                let realm = reg.realm.as_str();
+                self.edge
+                    .nonce_counts
+                    .retain(|n, _| nonces.check(n, secs, realm) == NonceCheck::Valid);
+                if self.edge.nonce_counts.len() >= MAX_TRACKED_NONCES {
+                    self.edge.nonce_counts.clear();
+                }
+            }
+            self.edge.nonce_counts.insert(c.nonce.clone(), nc);
+        }
+        AuthResult::Ok(user)
+    }
+
+    /// Answers `msg` with a challenge: 401 + WWW-Authenticate (REGISTER) or
+    /// 407 + Proxy-Authenticate (INVITE), one header per algorithm.
+    pub(super) fn send_challenge(&mut self, now: Instant, flow: Flow, msg: &Message, stale: bool) {
+        let Some(reg) = self.cfg.registrar() else {
+            return;
+        };
+        let realm = reg.realm.clone();
+        let algs: Vec<Algorithm> = reg.algorithms.iter().map(|a| algorithm(*a)).collect();
+        let secs = self.edge.nonce_secs(now);
+        let salt = self.ids.random_u64();
+        let nonce = self.edge.nonces.issue(secs, salt, &realm);
+        let register = msg.method() == Some(&palisade_sip::Method::Register);
+        let (status, header) = if register {
+            (401, HeaderName::WwwAuthenticate)
+        } else {
+            (407, HeaderName::ProxyAuthenticate)
+        };
+        self.edge.stats.challenges_sent += 1;
+        self.respond_stateless(flow, msg, status, |w| {
+            for alg in algs {
+                let ch = Challenge {
+                    realm: realm.clone(),
+                    nonce: nonce.clone(),
+                    opaque: None,
+                    algorithm: alg,
+                    qop_auth: true,
+                    stale,
+                };
+                w.header(header, &ch.to_header());
+            }
+        });
+    }
+
+    /// Reports failed credentials (counted, guard told, event for logs).
+    pub(super) fn auth_failed(&mut self, now: Instant, flow: Flow, user: &str) {
+        self.edge.stats.auth_failures += 1;
+        self.guard.auth_failed(now, &flow, user);
+        self.edge.emit(EdgeEvent::AuthFailed {
+            flow,
+            user: user.chars().take(64).collect(),
+        });
+    }
+
+    /// For INVITEs from a trunk with `challenge_inbound`: true when the
+    /// request was answered (challenged) and must not go further.
+    pub(super) fn challenge_invite(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        msg: &Message,
+        trunk: palisade_config::TrunkId,
+    ) -> bool {
+        if !self.cfg.trunk(trunk).is_some_and(|t| t.challenge_inbound) {
+            return false;
+        }
+        match self.check_credentials(now, msg, HeaderName::ProxyAuthorization, None) {
+            AuthResult::Ok(_) => false,
+            AuthResult::Missing => {
+                self.send_challenge(now, flow, msg, false);
+                true
+            }
+            AuthResult::Stale => {
+                self.send_challenge(now, flow, msg, true);
+                true
+            }
+            AuthResult::Failed(user) => {
+                self.auth_failed(now, flow, &user);
+                self.send_challenge(now, flow, msg, false);
+                true
+            }
+        }
+    }
+
+    /// A carrier answered attempt `idx` of call `c` with 401/407: when the
+    /// trunk has credentials (for that realm) and this attempt did not carry
+    /// any yet, the INVITE is re-sent to the same member with them (new
+    /// branch, CSeq + 1) as a new attempt. Returns whether it did.
+    pub(super) fn retry_invite_with_credentials(
+        &mut self,
+        now: Instant,
+        c: CallRef,
+        idx: usize,
+        status: u16,
+        resp: &Message,
+    ) -> bool {
+        let Some(call) = self.calls.get(&c) else {
+            return false;
+        };
+        let Some(a) = call.attempts.get(idx) else {
+            return false;
+        };
+        if a.done || a.abandoned || call.state != super::CallState::Early {
+            return false;
+        }
+        let (member, txn) = (a.member, a.txn);
+        let cfg = Arc::clone(&call.cfg);
+        let Some(trunk) = cfg.trunk(call.out_trunk) else {
+            return false;
+        };
+        let Some(auth) = trunk.auth.as_ref() else {
+            return false;
+        };
+        let Some(req) = self.client.get(&txn).map(|t| t.request.clone()) else {
+            return false;
+        };
+        // One authenticated try per attempt chain: a request that already
+        // carried credentials and is refused again fails normally.
+        let (challenge_hdr, creds_hdr) = if status == 407 {
+            (
+                HeaderName::ProxyAuthenticate,
+                HeaderName::ProxyAuthorization,
+            )
+        } else {
+            (HeaderName::WwwAuthenticate, HeaderName::Authorization)
+        };
+        if req.has_header(creds_hdr) {
+            return false;
+        }
+        let challenge = resp
+            .headers()
+            .filter(|h| h.name == challenge_hdr)
+            .filter_map(|h| h.value_str().ok())
+            .filter_map(|v| Challenge::parse(v).ok())
+            .find(|ch| auth.realm.as_ref().is_none_or(|r| *r == ch.realm));
+        let Some(challenge) = challenge else {
+            return false;
+        };
+        let uri = req.request_uri_str().unwrap_or_default().to_owned();
+        let cnonce = format!("{:016x}", self.ids.random_u64());
+        let creds = client_credentials(
+            &challenge,
+            &auth.username,
+            auth.password.expose(),
+            "INVITE",
+            &uri,
+            &cnonce,
+            1,
+        );
+        // The refused attempt is over; the INVITE is built again for the
+        // same member (same Call-ID and From tag, next CSeq, new branch)
+        // and `start_attempt` adds the credentials.
+        if let Some(call) = self.calls.get_mut(&c)
+            && let Some(a) = call.attempts.get_mut(idx)
+        {
+            a.done = true;
+            a.responded = true;
+        }
+        self.timers
+            .cancel(&TimerKey::Call(c, CallTimer::MemberTimeout(idx)));
+        let Some(server) = self
+            .calls
+            .get(&c)
+            .and_then(|call| call.invite.as_ref().map(|r| r.server))
+        else {
+            return false;
+        };
+        let Some(a_invite) = self.server.get(&server).map(|t| t.request.clone()) else {
+            return false;
+        };
+        let Some(ruri) = a_invite.request_uri() else {
+            return false;
+        };
+        let number = ruri.number().unwrap_or_default().to_owned();
+        let user_phone = ruri
+            .as_sip()
+            .is_some_and(|s| s.params.get("user") == Some(Some("phone")));
+        self.edge
+            .pending_auth
+            .insert(c, (creds_hdr, creds.to_header()));
+        self.edge.stats.outbound_auth_retries += 1;
+        // The ACK of the 401/407 goes out before the new INVITE.
+        self.drive_client(now, txn);
+        self.start_attempt(now, c, member, &number, user_phone);
+        self.edge.pending_auth.remove(&c);
+        true
+    }
+}

@@ -31,7 +31,6 @@ pub(crate) struct RawGuard {
     pub trusted: Option<RawTrusted>,
     pub default_limits: Option<RawLimits>,
     pub zone_limits: Option<Vec<S<RawZoneLimits>>>,
-    pub trunk_limits: Option<Vec<S<RawTrunkLimits>>>,
     pub scanners: Option<RawScanners>,
     pub kernel_meter: Option<RawMeter>,
 }
@@ -65,14 +64,6 @@ pub(crate) struct RawZoneLimits {
     pub invites_burst: Option<S<u64>>,
     pub registers_per_second: Option<S<u64>>,
     pub registers_burst: Option<S<u64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawTrunkLimits {
-    pub trunk: S<String>,
-    pub calls_per_second: Option<S<u64>>,
-    pub max_concurrent_calls: Option<S<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,17 +212,6 @@ pub struct TrustedPolicy {
     pub bannable_trunks: Vec<TrunkId>,
 }
 
-/// Call admission control for one trunk (both directions count).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TrunkLimits {
-    /// The trunk.
-    pub trunk: TrunkId,
-    /// New calls per second (burst = the same number); `None` = unlimited.
-    pub calls_per_second: Option<u32>,
-    /// Calls in progress; `None` = unlimited.
-    pub max_concurrent_calls: Option<u32>,
-}
-
 /// `guard.scanners`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scanners {
@@ -288,8 +268,6 @@ pub struct Guard {
     pub default_limits: SourceLimits,
     /// Effective limits per zone, indexed by [`ZoneId::index`].
     pub zone_limits: Vec<SourceLimits>,
-    /// Per-trunk call admission control.
-    pub trunk_limits: Vec<TrunkLimits>,
     /// Scanner detection.
     pub scanners: Scanners,
     /// Kernel meter.
@@ -302,11 +280,6 @@ impl Guard {
         self.zone_limits
             .get(zone.index())
             .unwrap_or(&self.default_limits)
-    }
-
-    /// The call admission limits of `trunk`, if any.
-    pub fn trunk_limit(&self, trunk: TrunkId) -> Option<&TrunkLimits> {
-        self.trunk_limits.iter().find(|t| t.trunk == trunk)
     }
 }
 
@@ -832,32 +805,6 @@ pub(crate) fn guard(cx: &mut Ctx, raw: RawGuard, zones: &[Zone], trunks: &[Trunk
         }
     }
 
-    let mut trunk_limits: Vec<TrunkLimits> = Vec::new();
-    for (i, tl) in raw.trunk_limits.iter().flatten().enumerate() {
-        let p = format!("guard.trunk_limits[{i}]");
-        let v = &tl.value;
-        let opt = |cx: &mut Ctx, x: Option<&S<u64>>, key: &'static str| {
-            x.map(|x| clamp_u32(cx.num(Some(x), &p, &num(key, 1, 1..=1_000_000))))
-        };
-        let cps = opt(cx, v.calls_per_second.as_ref(), "calls_per_second");
-        let conc = opt(cx, v.max_concurrent_calls.as_ref(), "max_concurrent_calls");
-        if let Some(id) = resolve_trunk(cx, trunks, &v.trunk, &format!("{p}.trunk")) {
-            if trunk_limits.iter().any(|x| x.trunk == id) {
-                cx.err(
-                    v.trunk.referenced,
-                    format!("{p}.trunk"),
-                    format!("trunk `{}` has limits twice", v.trunk.value),
-                );
-            } else {
-                trunk_limits.push(TrunkLimits {
-                    trunk: id,
-                    calls_per_second: cps,
-                    max_concurrent_calls: conc,
-                });
-            }
-        }
-    }
-
     let sc = raw.scanners.unwrap_or_default();
     let ss = "guard.scanners";
     let user_agents = match &sc.user_agents {
@@ -948,7 +895,6 @@ pub(crate) fn guard(cx: &mut Ctx, raw: RawGuard, zones: &[Zone], trunks: &[Trunk
         trusted,
         default_limits,
         zone_limits,
-        trunk_limits,
         scanners,
         kernel_meter,
     }

@@ -41,7 +41,7 @@ pub use guard::{
     Alerts, DEFAULT_EMERGENCY_NUMBERS, DEFAULT_HIGH_RISK_PREFIXES, DEFAULT_LIMITS,
     DEFAULT_SCANNER_USER_AGENTS, DailySpan, Fraud, FraudAction, FraudRule, Guard, GuardMode,
     KernelMeter, Level, NftMode, RateLimit, RuleKind, Scanners, SourceLimits, SubjectKind,
-    TrunkLimits, TrustedPolicy, WEEKDAYS, When,
+    TrustedPolicy, WEEKDAYS, When,
 };
 pub use ipnet::IpNet;
 pub use model::{

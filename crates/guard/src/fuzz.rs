@@ -30,7 +30,6 @@ routes:
   - {name: r, to_trunk: carrier}
 guard:
   max_sources: 16
-  trunk_limits: [{trunk: carrier, calls_per_second: 5, max_concurrent_calls: 4}]
 fraud:
   rules:
     - {name: a, kind: calls_per_minute, warning: {threshold: 2}, critical: {threshold: 4, action: ban}, ban_trusted: true}

@@ -53,17 +53,13 @@ pub enum Reason {
     MalformedBurst,
     /// A trusted source over its request rate (throttled, never banned).
     TrustedThrottle,
-    /// A trunk over its calls per second.
-    TrunkCps,
-    /// A trunk at its concurrent-call limit.
-    TrunkConcurrent,
     /// A fraud rule.
     Fraud,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 12] = [
         Reason::DenyList,
         Reason::Banned,
         Reason::RateRequests,
@@ -75,8 +71,6 @@ impl Reason {
         Reason::AuthFailures,
         Reason::MalformedBurst,
         Reason::TrustedThrottle,
-        Reason::TrunkCps,
-        Reason::TrunkConcurrent,
         Reason::Fraud,
     ];
 
@@ -94,8 +88,6 @@ impl Reason {
             Reason::AuthFailures => "auth-failures",
             Reason::MalformedBurst => "malformed-burst",
             Reason::TrustedThrottle => "trusted-throttle",
-            Reason::TrunkCps => "trunk-cps",
-            Reason::TrunkConcurrent => "trunk-concurrent",
             Reason::Fraud => "fraud",
         }
     }
@@ -227,13 +219,6 @@ pub struct Ban {
     pub reason: Reason,
 }
 
-/// Per-trunk call admission state (by trunk name: ids change on reload).
-#[derive(Debug, Clone)]
-struct TrunkCac {
-    cps: TokenBucket,
-    active: u32,
-}
-
 /// The guard. Sans-IO: every input carries `now`; outputs are verdicts and
 /// [`Action`]s drained with [`Guard::poll_action`].
 #[derive(Debug)]
@@ -242,9 +227,6 @@ pub struct Guard {
     mode: GuardMode,
     sources: LruCache<IpAddr, Source>,
     bans: HashMap<IpAddr, Ban>,
-    cac: HashMap<Arc<str>, TrunkCac>,
-    /// Calls counted by CAC: (from trunk, to trunk).
-    cac_calls: HashMap<CallRef, (Arc<str>, Arc<str>)>,
     fraud: FraudEngine,
     actions: VecDeque<Action>,
     stats: GuardStats,
@@ -277,8 +259,6 @@ impl Guard {
             mode: cfg.guard().mode,
             sources: LruCache::new(cap.max(16)),
             bans: HashMap::new(),
-            cac: HashMap::new(),
-            cac_calls: HashMap::new(),
             fraud,
             actions: VecDeque::new(),
             stats: GuardStats::default(),
@@ -671,30 +651,18 @@ impl Guard {
         }
     }
 
-    /// A routed call (the [`GuardHook::call_start`] seam): call admission
-    /// control, then the fraud rules.
+    /// A routed call (the [`GuardHook::call_start`] seam): the fraud rules.
+    /// Call admission control (busy trunks and zones) is the engine's
+    /// (`trunks[].cac`), before this is called.
     pub fn on_call_start(&mut self, now: Instant, info: &CallInfo<'_>) -> Verdict {
         if self.mode == GuardMode::Off {
             return Verdict::Allow;
         }
         let unix = self.wall.unix_ms(now);
         let emergency = self.fraud.is_emergency(info.number);
-        let from: Arc<str> = Arc::from(info.from_trunk.name.as_str());
-        let to: Arc<str> = Arc::from(info.to_trunk.name.as_str());
         let ip = normalise(info.source.ip());
         if emergency {
             self.stats.emergency_calls += 1;
-        } else {
-            for (trunk_id, name) in [(info.from_trunk.id, &from), (info.to_trunk.id, &to)] {
-                if let Some(reason) = self.cac_check(now, trunk_id, name) {
-                    let detail = format!("trunk {name}");
-                    self.decide(now, ip, reason, "reject 503".into(), detail);
-                    let v = self.enforce(Verdict::Reject(503));
-                    if v != Verdict::Allow {
-                        return v;
-                    }
-                }
-            }
         }
         let bannable = self
             .cfg
@@ -726,14 +694,7 @@ impl Guard {
             }
             self.enforce(v)
         };
-        if verdict == Verdict::Allow {
-            for name in [&from, &to] {
-                if let Some(c) = self.cac.get_mut(name) {
-                    c.active += 1;
-                }
-            }
-            self.cac_calls.insert(info.call, (from, to));
-        } else {
+        if verdict != Verdict::Allow {
             self.fraud.forget(info.call);
         }
         self.apply_fraud_bans(now);
@@ -752,39 +713,6 @@ impl Guard {
         }
     }
 
-    /// Reserves a CAC slot check for `trunk`; the reason when over.
-    fn cac_check(&mut self, now: Instant, trunk: TrunkId, name: &Arc<str>) -> Option<Reason> {
-        let lim = *self.cfg.guard().trunk_limit(trunk)?;
-        let cps = lim.calls_per_second.map(|c| RateLimit {
-            per_second: c,
-            burst: c,
-        });
-        let entry = self
-            .cac
-            .entry(Arc::clone(name))
-            .or_insert_with(|| TrunkCac {
-                cps: TokenBucket::new(
-                    now,
-                    cps.unwrap_or(RateLimit {
-                        per_second: 1,
-                        burst: 1,
-                    }),
-                ),
-                active: 0,
-            });
-        if let Some(max) = lim.max_concurrent_calls
-            && entry.active >= max
-        {
-            return Some(Reason::TrunkConcurrent);
-        }
-        if let Some(cps) = cps
-            && !entry.cps.take(now, cps)
-        {
-            return Some(Reason::TrunkCps);
-        }
-        None
-    }
-
     /// The call was answered.
     pub fn on_call_answered(&mut self, now: Instant, call: CallRef) {
         if self.mode == GuardMode::Off {
@@ -796,13 +724,6 @@ impl Guard {
 
     /// The call ended.
     pub fn on_call_ended(&mut self, now: Instant, call: CallRef, end: &CallEnd) {
-        if let Some((from, to)) = self.cac_calls.remove(&call) {
-            for name in [from, to] {
-                if let Some(c) = self.cac.get_mut(&name) {
-                    c.active = c.active.saturating_sub(1);
-                }
-            }
-        }
         if self.mode == GuardMode::Off {
             self.fraud.forget(call);
             return;
@@ -819,11 +740,6 @@ impl Guard {
         );
         self.apply_fraud_bans(now);
         self.cap_actions();
-    }
-
-    /// Active calls the CAC counts for trunk `name`.
-    pub fn trunk_active_calls(&self, name: &str) -> u32 {
-        self.cac.get(name).map_or(0, |c| c.active)
     }
 
     /// Calls the fraud engine tracks (a gauge; bounded by the engine's calls).

@@ -5,14 +5,14 @@
 //! scanner detection (User-Agents, sipvicious fingerprints, many distinct
 //! users probed from one source, authentication failures, malformed bursts),
 //! trust tiers (configured trunks and an operator allow-list are trusted,
-//! a deny-list is always dropped), an in-process ban table, per-trunk call
-//! admission control (503 with Retry-After, never a ban), the toll-fraud
+//! a deny-list is always dropped), an in-process ban table, the toll-fraud
 //! rules with warning and critical levels (calls per minute, concurrent
 //! calls, calls and minutes per day, high-risk destinations, international
 //! calls after hours, number walking, wangiri, repeated calls, and a
 //! per-call duration cap enforced mid-call), dry-run, and the alert records.
 //!
-//! Does not own: nftables (`palisade-nft` programs the kernel from the
+//! Does not own: call admission control (busy trunks and zones are the
+//! engine's `cac`, checked before a call reaches the guard), nftables (`palisade-nft` programs the kernel from the
 //! [`Action::Ban`]s this crate emits), the alert database
 //! (`palisade-alerts`), the clock, threads or logging. Every input carries
 //! `now: Instant`; the binary anchors wall-clock time with

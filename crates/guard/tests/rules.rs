@@ -509,27 +509,6 @@ fn duration_cap_tears_the_call_down_mid_way() {
     );
 }
 
-#[test]
-fn trunk_cac_answers_503_and_never_bans() {
-    let t0 = origin();
-    let mut c = Calls::new(
-        "guard: {trunk_limits: [{trunk: carrier, max_concurrent_calls: 2, calls_per_second: 100}]}",
-        t0,
-        MONDAY_0930_BERLIN,
-    );
-    let (a, _) = c.start(t0, "+1");
-    c.start(t0, "+2");
-    assert_eq!(c.start(t0, "+3").1, Verdict::Reject(503));
-    let (e, v) = c.start(t0, "911");
-    assert_eq!(v, Verdict::Allow, "emergency calls pass CAC");
-    c.end(t0, a, true, 1);
-    // The emergency call occupies a slot like any call.
-    assert_eq!(c.start(t0, "+4").1, Verdict::Reject(503));
-    c.end(t0, e, true, 1);
-    assert_eq!(c.start(t0, "+5").1, Verdict::Allow);
-    assert!(bans(&actions(&mut c.g)).is_empty());
-}
-
 proptest::proptest! {
     /// Whatever arrives from however many sources, the tables stay within
     /// their caps and counters never go negative (they are unsigned and
@@ -551,7 +530,6 @@ proptest::proptest! {
         }
         for call in live { c.end(t, call, true, 1); }
         proptest::prop_assert_eq!(c.g.tracked_calls(), 0);
-        proptest::prop_assert_eq!(c.g.trunk_active_calls("carrier"), 0);
     }
 }
 

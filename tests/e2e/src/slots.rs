@@ -140,6 +140,8 @@ slots! {
     FraudConcurrent = 95,
     /// Alerts persist across a restart and keep merging.
     FraudRestart = 96,
+    /// Digest brute force against the registrar: one answer for all, then a ban.
+    GuardRegistrarBruteForce = 97,
     // Edge (issue 4): registration, digest, NAT, call admission (110-119).
     /// Palisade registers to a SIPp registrar that challenges with 401.
     EdgeOutboundRegister = 110,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use palisade_e2e::net::{now, wait_until};
 use palisade_e2e::netns::{in_netns, nft_counter, nft_ruleset, nft_set};
-use palisade_e2e::{Lab, Slot, palisade_bin, raw, require_tool};
+use palisade_e2e::{Lab, LabConfig, Slot, palisade_bin, raw, require_tool};
 
 /// Guard on, enforcing, nftables required, short bans so expiry is seen.
 const GUARD_NFT: &str = "\
@@ -474,6 +474,146 @@ fn unknown_users_and_any_password_get_the_same_answer() {
     assert!(existing[0].starts_with("SIP/2.0 405"), "{existing:?}");
     assert_eq!(existing, unknown);
     assert_eq!(existing, wrong_password);
+}
+
+/// With the registrar on, a brute force (wrong passwords, unknown users)
+/// gets one indistinguishable 401 per try, every failure reaches the guard
+/// (`GuardHook::auth_failed`), and the source is banned after
+/// `auth_failures` of them while the registered world keeps working.
+#[test]
+fn registrar_brute_force_gets_one_answer_then_a_ban() {
+    let slot = Slot::GuardRegistrarBruteForce;
+    let cfg = LabConfig {
+        guard_yaml: "\
+guard:
+  mode: enforce
+  nftables: off
+  ban_seconds: 60
+  # Rate limits out of the way: only the auth-failure rule may ban here.
+  default_limits: {requests_per_second: 100, requests_burst: 200, registers_per_second: 100, registers_burst: 200}
+  scanners:
+    auth_failures: 4
+    auth_failures_window_seconds: 60
+fraud:
+  rules: []
+alerts:
+  database_path: alerts.db
+"
+        .to_string(),
+        ..LabConfig::default()
+    };
+    // MD5("100:palisade.e2e:right") — the password the attacker never finds.
+    let text = format!(
+        "{}\nregistrar:\n  trunk: pbx\n  realm: palisade.e2e\n  users:\n    - user: \"100\"\n      ha1_md5: {}\n  algorithms: [md5]\n",
+        cfg.render(slot),
+        "86a38c0d4761b7687b3fed36ceb20da9"
+    );
+    let mut lab = Lab::builder(slot).config(cfg).config_text(text).start();
+    let net = lab.net();
+    let attacker = net.untrusted_ip();
+    let send = |user: &str, auth: &str, n: u32| -> Option<String> {
+        let text = format!(
+            "REGISTER sip:{i} SIP/2.0\r\nVia: SIP/2.0/UDP {a}:5099;branch=z9hG4bK-brute{n}\r\nMax-Forwards: 70\r\n\
+             From: <sip:{user}@{i}>;tag=f{n}\r\nTo: <sip:{user}@{i}>\r\nCall-ID: brute-{n}\r\nCSeq: {n} REGISTER\r\n\
+             Contact: <sip:{user}@{a}:5099>\r\nUser-Agent: Zoiper\r\n{auth}Content-Length: 0\r\n\r\n",
+            i = net.inside().ip(),
+            a = attacker
+        );
+        raw::udp_request(
+            attacker,
+            net.inside(),
+            text.as_bytes(),
+            Duration::from_secs(2),
+        )
+        .map(|r| String::from_utf8_lossy(&r).into_owned())
+    };
+    // The shape of an answer: status line and header names, with the
+    // challenge's nonce blanked (it is fresh every time by design).
+    let shape = |resp: &str| -> Vec<String> {
+        resp.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let name = l.split(':').next().unwrap_or("");
+                match name {
+                    "Via" | "From" | "To" | "Call-ID" | "CSeq" => name.to_string(),
+                    "WWW-Authenticate" => l
+                        .split(", ")
+                        .map(|p| {
+                            if p.starts_with("nonce=") {
+                                "nonce=*"
+                            } else {
+                                p
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    _ => l.to_string(),
+                }
+            })
+            .collect()
+    };
+    let nonce_of = |resp: &str| -> String {
+        let at = resp.find("nonce=\"").expect("a nonce") + 7;
+        resp[at..].split('"').next().unwrap().to_string()
+    };
+    let creds = |user: &str, nonce: &str| {
+        format!(
+            "Authorization: Digest username=\"{user}\", realm=\"palisade.e2e\", nonce=\"{nonce}\", \
+             uri=\"sip:{}\", response=\"0123456789abcdef0123456789abcdef\", algorithm=MD5, \
+             qop=auth, nc=00000001, cnonce=\"b7c1\"\r\n",
+            net.inside().ip()
+        )
+    };
+
+    let first = send("100", "", 1).expect("a challenge");
+    assert!(first.starts_with("SIP/2.0 401"), "{first}");
+    let unknown = send("999", "", 2).expect("a challenge");
+    assert_eq!(
+        shape(&first),
+        shape(&unknown),
+        "unknown user looks like a known one"
+    );
+    // Wrong passwords with a fresh nonce each: the same 401 as a first try,
+    // for the real user and a made-up one alike.
+    let wrong = send("100", &creds("100", &nonce_of(&first)), 3).expect("a challenge");
+    assert_eq!(shape(&first), shape(&wrong));
+    let wrong_unknown = send("999", &creds("999", &nonce_of(&unknown)), 4).expect("a challenge");
+    assert_eq!(shape(&first), shape(&wrong_unknown));
+    // Two more failures reach auth_failures: 4 → banned, dropped in-process.
+    let mut n = 5;
+    let mut nonce = nonce_of(&wrong);
+    let mut answered = 2;
+    while n < 12 {
+        match send("100", &creds("100", &nonce), n) {
+            Some(resp) if resp.starts_with("SIP/2.0 401") => {
+                nonce = nonce_of(&resp);
+                answered += 1;
+            }
+            Some(other) => panic!("unexpected answer: {other}"),
+            None => break,
+        }
+        n += 1;
+    }
+    assert_eq!(
+        answered,
+        4,
+        "banned at the 4th failure:\n{}",
+        lab.log_tail(30)
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || lab.log().contains(&format!(
+            "source={attacker} reason=auth-failures verdict=ban"
+        ))),
+        "{}",
+        lab.log_tail(30)
+    );
+    // Banned means silence, even for a well-formed first try.
+    assert_eq!(send("100", "", 20), None);
+    // The trusted PBX still calls out meanwhile.
+    let carrier = lab.carrier_primary("uas_answer").calls(2).spawn_uas();
+    lab.pbx_uac("uac_call").calls(2).run().assert_success(2);
+    carrier.wait().assert_success(2);
+    lab.assert_alive();
 }
 
 #[test]

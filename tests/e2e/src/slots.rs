@@ -160,6 +160,9 @@ slots! {
     EdgeNatNetns = 116,
     /// OPTIONS keepalives to carrier members: a silent member goes down; all down, 503.
     EdgeKeepalive = 117,
+    /// A phone registers over TCP: CRLF keepalives and the carrier's call
+    /// arrive on that same connection (RFC 5626 flow reuse).
+    EdgeTcpFlow = 118,
 }
 
 impl Slot {

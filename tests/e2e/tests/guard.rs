@@ -429,6 +429,33 @@ fn kernel_meter_bans_a_flood_without_userspace() {
     });
 }
 
+/// What an answer tells a prober: the status line and header names, with
+/// the values of the headers that do not echo the request, and a
+/// challenge's nonce blanked (it is fresh every time by design).
+fn answer_shape(resp: &str) -> Vec<String> {
+    resp.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let name = l.split(':').next().unwrap_or("");
+            match name {
+                "Via" | "From" | "To" | "Call-ID" | "CSeq" => name.to_string(),
+                "WWW-Authenticate" => l
+                    .split(", ")
+                    .map(|p| {
+                        if p.starts_with("nonce=") {
+                            "nonce=*"
+                        } else {
+                            p
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => l.to_string(),
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn unknown_users_and_any_password_get_the_same_answer() {
     let yaml = GUARD_NFT.replace("nftables: on", "nftables: off");
@@ -451,18 +478,7 @@ fn unknown_users_and_any_password_get_the_same_answer() {
             Duration::from_secs(2),
         )
         .unwrap_or_else(|| panic!("no answer for {user}"));
-        let resp = String::from_utf8_lossy(&resp).into_owned();
-        // Status line and header names (and values of the ones that do not echo the request).
-        resp.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let name = l.split(':').next().unwrap_or("");
-                match name {
-                    "Via" | "From" | "To" | "Call-ID" | "CSeq" => name.to_string(),
-                    _ => l.to_string(),
-                }
-            })
-            .collect::<Vec<_>>()
+        answer_shape(&String::from_utf8_lossy(&resp))
     };
     let existing = register("100", "", 1);
     let unknown = register("987654", "", 2);
@@ -527,31 +543,7 @@ alerts:
         )
         .map(|r| String::from_utf8_lossy(&r).into_owned())
     };
-    // The shape of an answer: status line and header names, with the
-    // challenge's nonce blanked (it is fresh every time by design).
-    let shape = |resp: &str| -> Vec<String> {
-        resp.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let name = l.split(':').next().unwrap_or("");
-                match name {
-                    "Via" | "From" | "To" | "Call-ID" | "CSeq" => name.to_string(),
-                    "WWW-Authenticate" => l
-                        .split(", ")
-                        .map(|p| {
-                            if p.starts_with("nonce=") {
-                                "nonce=*"
-                            } else {
-                                p
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    _ => l.to_string(),
-                }
-            })
-            .collect()
-    };
+    let shape = |resp: &str| answer_shape(resp);
     let nonce_of = |resp: &str| -> String {
         let at = resp.find("nonce=\"").expect("a nonce") + 7;
         resp[at..].split('"').next().unwrap().to_string()

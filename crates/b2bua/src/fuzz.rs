@@ -20,12 +20,29 @@ const PEERS: [(u16, &str); 4] = [
     (0, "127.0.0.66:5060"),
 ];
 
+/// The quickstart config with the edge features on, so fuzzed input also
+/// reaches the registrar, digest checks, outbound registration, keepalives
+/// and calls to registered users: the PBX trunk registers users and
+/// challenges INVITEs, the carrier wants credentials and a registration.
+fn config_text() -> String {
+    let base = include_str!("../../../configs/quickstart.yaml");
+    let carrier_cac = "    cac:\n      max_concurrent_calls: 500\n";
+    let carrier_edge = "    auth: {username: fuzz, password: secret}\n    registration: {expires_seconds: 120, retry_seconds: 1}\n    keepalive: {method: options, interval_seconds: 5}\n";
+    let inbound_route = "    number_prefixes: [\"+4930123\"]\n    to_trunk: pbx\n";
+    format!(
+        "{}\nregistrar:\n  trunk: pbx\n  realm: fuzz\n  users:\n    - user: \"+4930123555\"\n      ha1_md5: 0123456789abcdef0123456789abcdef\nnat:\n  keepalive: {{method: crlf, interval_seconds: 5}}\n",
+        base.replacen(carrier_cac, &format!("{carrier_edge}{carrier_cac}"), 1)
+            .replacen(
+                inbound_route,
+                &format!("{inbound_route}    to_registered: true\n"),
+                1
+            )
+    )
+}
+
 /// Runs one fuzz input. `origin` is the virtual clock's start.
 pub fn drive(origin: Instant, data: &[u8]) {
-    let Ok(cfg) = palisade_config::load_str(
-        include_str!("../../../configs/quickstart.yaml"),
-        "quickstart.yaml",
-    ) else {
+    let Ok(cfg) = palisade_config::load_str(&config_text(), "quickstart.yaml+edge") else {
         return;
     };
     let mut engine = Engine::new(Arc::new(cfg), [1; 32]);
@@ -84,4 +101,17 @@ pub fn drive(origin: Instant, data: &[u8]) {
     engine.terminate_all(now);
     engine.handle_timeout(now + Duration::from_secs(600));
     assert_eq!(engine.stats().internal_errors, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_fuzz_config_loads_with_the_edge_features_on() {
+        let cfg = palisade_config::load_str(&super::config_text(), "fuzz")
+            .unwrap_or_else(|e| panic!("the fuzz target would test nothing: {e:?}"));
+        assert!(cfg.registrar().is_some());
+        let carrier = cfg.trunks().iter().find(|t| t.name == "carrier").unwrap();
+        assert!(carrier.auth.is_some() && carrier.registration.is_some());
+        assert!(cfg.routes().iter().any(|r| r.to_registered));
+    }
 }

@@ -106,7 +106,8 @@ fn params(s: &str) -> Result<Vec<Param>, DigestError> {
                     }
                     Some(b'\\') => {
                         let c = *b.get(i + 1).ok_or(DigestError::Syntax(i))?;
-                        if c > 0x7f || c == b'\r' || c == b'\n' {
+                        // Escaped or not, CR, LF and NUL never belong in a value.
+                        if c > 0x7f || c == b'\r' || c == b'\n' || c == 0 {
                             return Err(DigestError::Syntax(i));
                         }
                         v.push(char::from(c));

@@ -171,6 +171,12 @@ fn parser_refuses_what_it_must() {
     assert_eq!(c.username, "a\"b\\c");
     assert_eq!(c.response, "ab");
     assert_eq!(Credentials::parse(&c.to_header()).unwrap(), c);
+    // An escaped NUL is refused like a raw one (found by the fuzzer: the
+    // value could not be written back as a valid header).
+    assert!(matches!(
+        Challenge::parse("Digest realm=\"a\\\u{0}b\", nonce=n"),
+        Err(DigestError::Syntax(_))
+    ));
 }
 
 #[test]

@@ -14,6 +14,12 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 start=$(date +%s)
 
+# A clean CI build gains nothing from incremental state, and it is the biggest
+# part of a debug target directory; keep the disk footprint small.
+export CARGO_INCREMENTAL=0
+TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+disk() { printf 'disk: target %s, free %s\n' "$(du -sh "$TARGET_DIR" 2>/dev/null | cut -f1)" "$(df -h --output=avail "$PWD" | tail -1 | tr -d ' ')"; }
+
 step "system tools"
 scripts/install-test-deps.sh
 
@@ -25,15 +31,19 @@ python3 scripts/check-deps.py
 
 step "release build (reused by the end-to-end tests)"
 cargo build --locked --release -p palisade
-export PALISADE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/palisade"
+export PALISADE_BIN="$TARGET_DIR/release/palisade"
+disk
 
 step "clippy (all targets, warnings are errors)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "tests (unit, property, integration, end-to-end)"
 cargo test --locked --workspace
+disk
 
 step "fuzz targets compile"
-cargo check --manifest-path fuzz/Cargo.toml
+# Same target directory as the workspace: the dependencies' metadata is reused.
+CARGO_TARGET_DIR="$TARGET_DIR" cargo check --manifest-path fuzz/Cargo.toml
+disk
 
 printf '\n==> all checks passed in %ss\n' "$(( $(date +%s) - start ))"

@@ -4,7 +4,7 @@
 //! reports an internal error, and that every message it sends parses.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,10 +42,16 @@ fn config_text() -> String {
 
 /// Runs one fuzz input. `origin` is the virtual clock's start.
 pub fn drive(origin: Instant, data: &[u8]) {
-    let Ok(cfg) = palisade_config::load_str(&config_text(), "quickstart.yaml+edge") else {
+    // Loaded once per process: parsing YAML per input would dominate the run.
+    static CONFIG: OnceLock<Option<Arc<palisade_config::Config>>> = OnceLock::new();
+    let Some(cfg) = CONFIG.get_or_init(|| {
+        palisade_config::load_str(&config_text(), "quickstart.yaml+edge")
+            .ok()
+            .map(Arc::new)
+    }) else {
         return;
     };
-    let mut engine = Engine::new(Arc::new(cfg), [1; 32]);
+    let mut engine = Engine::new(Arc::clone(cfg), [1; 32]);
     let mut now = origin;
     let mut sent: Vec<Bytes> = Vec::new();
     // Records: [op, peer, len_hi, len_lo, bytes...]; op selects datagram,

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,12 +46,14 @@ fraud:
 /// Runs the operations `data` encodes on a virtual clock starting at
 /// `origin`. Panics when a check fails.
 pub fn drive(origin: Instant, data: &[u8]) {
-    let Ok(cfg) = palisade_config::load_str(CONFIG, "fuzz.yaml") else {
-        return;
-    };
-    let cfg = Arc::new(cfg);
+    // Loaded once per process: parsing YAML per input would dominate the run.
+    static CFG: OnceLock<Arc<palisade_config::Config>> = OnceLock::new();
+    let cfg = CFG.get_or_init(|| match palisade_config::load_str(CONFIG, "fuzz.yaml") {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!("the guard's fuzz config is invalid: {e:?}"),
+    });
     let mut now = origin;
-    let mut g = Guard::new(Arc::clone(&cfg), now, 1_767_601_800_000);
+    let mut g = Guard::new(Arc::clone(cfg), now, 1_767_601_800_000);
     let mut started: HashSet<CallRef> = HashSet::new();
     let mut live: Vec<CallRef> = Vec::new();
     let mut next = 1u64;

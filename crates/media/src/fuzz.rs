@@ -1,6 +1,7 @@
 //! The fuzz entry point (`fuzz/fuzz_targets/sdp.rs`), also run on stable
 //! over the committed seeds and random input by this crate's tests.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use palisade_b2bua::{CallRef, SdpContext, SdpKind, Side};
@@ -55,9 +56,12 @@ pub fn sdp(data: &[u8]) {
             "written SDP does not parse back"
         );
     }
-    let Ok(cfg) = palisade_config::load_str(CONFIG, "fuzz.yaml") else {
-        panic!("fuzz config is invalid");
-    };
+    // Loaded once per process: parsing YAML per input would dominate the run.
+    static CFG: OnceLock<palisade_config::Config> = OnceLock::new();
+    let cfg = CFG.get_or_init(|| match palisade_config::load_str(CONFIG, "fuzz.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("fuzz config is invalid: {e:?}"),
+    });
     let (offer, answer) = match data.iter().position(|b| *b == 0) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, data),

@@ -66,7 +66,7 @@ pub fn sdp(data: &[u8]) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, data),
     };
-    let mut m = MediaManager::new(&cfg, Box::new(Sink), [1; 32]);
+    let mut m = MediaManager::new(cfg, Box::new(Sink), [1; 32]);
     // The fuzz target is deterministic apart from this clock, which only
     // bounds the port quarantine.
     #[allow(clippy::disallowed_methods)]

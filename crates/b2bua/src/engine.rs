@@ -739,8 +739,8 @@ impl Engine {
             return;
         };
         let result = match &mut t.machine {
-            ServerMachine::Invite(m) => m.send_response(now, status, bytes.clone()),
-            ServerMachine::NonInvite(m) => m.send_response(now, status, bytes.clone()),
+            ServerMachine::Invite(m) => m.send_response(now, status, bytes),
+            ServerMachine::NonInvite(m) => m.send_response(now, status, bytes),
         };
         if status >= 200 {
             t.finished = true;
@@ -749,15 +749,9 @@ impl Engine {
         if result.is_err() {
             self.stats.internal_errors += 1;
         }
-        if status >= 200
-            && (200..300).contains(&status)
-            && let ServerMachine::Invite(_) = t.machine
-        {
-            // The 2xx of an INVITE is retransmitted by the TU core
-            // (RFC 3261 13.3.1.4); the caller of `respond` owns that.
-            let flow = t.flow;
-            self.transmit(flow, bytes);
-        }
+        // The transaction queued the response (a 2xx too: its first
+        // transmission passes through the transaction; retransmitting it is
+        // the TU core's job, RFC 3261 13.3.1.4, see `start_uas2xx`).
         self.drive_server(now, id);
     }
 

@@ -34,7 +34,9 @@ use crate::sdp::{Codec, Direction, Line, Media, Sdp, attr_pt, codec_of};
 /// Where relay commands go: the relay's control handle, or a test double.
 /// `send` must never block; a full queue hands the command back.
 pub trait RelaySink: Send + std::fmt::Debug {
-    /// Queues `cmd` for the relay.
+    /// Queues `cmd` for the relay. For the relay's own control handle the
+    /// command waits until `RelayControl::wake`, which the engine loop calls
+    /// once per turn.
     // The relay's own signature: Busy hands the command back by value.
     #[allow(clippy::result_large_err)]
     fn send(&mut self, cmd: Command) -> Result<(), Busy>;
@@ -43,7 +45,7 @@ pub trait RelaySink: Send + std::fmt::Debug {
 impl RelaySink for palisade_relay::RelayControl {
     #[allow(clippy::result_large_err)]
     fn send(&mut self, cmd: Command) -> Result<(), Busy> {
-        palisade_relay::RelayControl::send(self, cmd)
+        palisade_relay::RelayControl::queue(self, cmd)
     }
 }
 

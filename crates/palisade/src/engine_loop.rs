@@ -207,9 +207,12 @@ impl EngineLoop {
             phase_timer.as_mut().reset(
                 phase_deadline.map_or_else(|| far_future(t), tokio::time::Instant::from_std),
             );
+            // Lines logged from here to the end of the turn go out in one write.
+            let mut log_batch = None;
             tokio::select! {
                 msg = inbound.recv() => match msg {
                     Some(first) => {
+                        log_batch = Some(crate::logging::batch());
                         self.on_received(first);
                         for _ in 0..BATCH {
                             match inbound.try_recv() {
@@ -225,6 +228,7 @@ impl EngineLoop {
                 },
                 report = next_report(&mut reports), if reports.is_some() => match report {
                     Some(first) => {
+                        log_batch = Some(crate::logging::batch());
                         self.on_report(first);
                         for _ in 0..BATCH {
                             match reports.as_mut().map(mpsc::Receiver::try_recv) {
@@ -263,6 +267,7 @@ impl EngineLoop {
                     }
                 },
             }
+            let _log_batch = log_batch.unwrap_or_else(crate::logging::batch);
             let t = now();
             if self.engine.poll_timeout().is_some_and(|d| d <= t) {
                 self.engine.handle_timeout(t);
@@ -479,6 +484,11 @@ impl EngineLoop {
         }
         while let Some(ev) = self.engine.poll_edge_event() {
             crate::edge::on_event(&self.cfg, self.store.as_ref(), now(), ev);
+        }
+        // The media manager queued this turn's relay commands; one wakeup
+        // per relay thread carries them all.
+        if let Some(m) = &self.media {
+            m.relay.wake();
         }
     }
 

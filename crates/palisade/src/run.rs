@@ -523,6 +523,8 @@ fn log_guard_stats(what: &str, g: &guard_io::GuardIoStats) {
         palisade_guard_fallback_mode = u8::from(!g.nftables),
         palisade_guard_bans_active = s.bans_active,
         palisade_guard_bans_issued_total = s.bans_issued,
+        palisade_guard_bans_evicted_total = s.bans_evicted,
+        palisade_guard_fraud_states = s.fraud_states,
         palisade_guard_requests_total = s.requests,
         palisade_guard_dropped_total = s.dropped,
         palisade_guard_rejected_total = s.rejected,

@@ -537,6 +537,7 @@ fn log_guard_stats(what: &str, g: &guard_io::GuardIoStats) {
         palisade_guard_nft_bans_applied_total = g.nft.bans_applied,
         palisade_guard_nft_batches_total = g.nft.batches,
         palisade_guard_nft_errors_total = g.nft.errors,
+        palisade_guard_nft_set_full_total = g.nft.set_full,
         palisade_guard_nft_queue_full_total = g.nft_queue_full,
         palisade_guard_store_queue_full_total = g.store_queue_full,
         palisade_guard_store_errors_total = g.store_errors,

@@ -1007,7 +1007,7 @@ alerts:
         let calls = |label: &str, from: std::net::SocketAddr, caller: &str| {
             let csv = numbers_csv(
                 &dir,
-                &format!("{label}.csv"),
+                &format!("{label}-numbers.csv"),
                 &["+4971100100", "+4971100200", "+4971100300"],
             );
             lab.sipp(label, "uac_fraud")

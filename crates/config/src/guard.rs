@@ -26,6 +26,7 @@ pub(crate) struct RawGuard {
     pub nftables_table: Option<S<String>>,
     pub ban_seconds: Option<S<u64>>,
     pub max_sources: Option<S<u64>>,
+    pub max_bans: Option<S<u64>>,
     pub allow: Option<Vec<S<String>>>,
     pub deny: Option<Vec<S<String>>>,
     pub trusted: Option<RawTrusted>,
@@ -258,6 +259,9 @@ pub struct Guard {
     pub ban: Duration,
     /// Cap on sources tracked at once (least recently seen evicted first).
     pub max_sources: u32,
+    /// Cap on bans held at once: the in-process ban table (the oldest ban
+    /// is evicted first) and the size of each kernel ban set.
+    pub max_bans: u32,
     /// Operator allow-list: trusted, never banned, accepted first by nftables.
     pub allow: Vec<IpNet>,
     /// Operator deny-list: always dropped.
@@ -560,6 +564,11 @@ const MAX_SOURCES: Num = Num {
     default: 100_000,
     range: 16..=10_000_000,
 };
+const MAX_BANS: Num = Num {
+    key: "max_bans",
+    default: 100_000,
+    range: 16..=10_000_000,
+};
 const RATE: std::ops::RangeInclusive<u64> = 1..=1_000_000;
 const WINDOW: std::ops::RangeInclusive<u64> = 1..=86_400;
 
@@ -712,6 +721,7 @@ pub(crate) fn guard(cx: &mut Ctx, raw: RawGuard, zones: &[Zone], trunks: &[Trunk
     };
     let ban = Duration::from_secs(cx.num(raw.ban_seconds.as_ref(), s, &BAN_S));
     let max_sources = clamp_u32(cx.num(raw.max_sources.as_ref(), s, &MAX_SOURCES));
+    let max_bans = clamp_u32(cx.num(raw.max_bans.as_ref(), s, &MAX_BANS));
     let allow = nets(cx, raw.allow.as_ref(), "guard.allow");
     let deny = nets(cx, raw.deny.as_ref(), "guard.deny");
     if let Some(list) = &raw.deny {
@@ -890,6 +900,7 @@ pub(crate) fn guard(cx: &mut Ctx, raw: RawGuard, zones: &[Zone], trunks: &[Trunk
         nftables_table,
         ban,
         max_sources,
+        max_bans,
         allow,
         deny,
         trusted,

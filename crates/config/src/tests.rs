@@ -146,14 +146,16 @@ fn reference_values_are_the_code_defaults() {
             rg.nftables,
             &rg.nftables_table,
             rg.ban,
-            rg.max_sources
+            rg.max_sources,
+            rg.max_bans
         ),
         (
             dg.mode,
             dg.nftables,
             &dg.nftables_table,
             dg.ban,
-            dg.max_sources
+            dg.max_sources,
+            dg.max_bans
         )
     );
     assert_eq!(rg.trusted.requests, dg.trusted.requests);

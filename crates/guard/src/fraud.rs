@@ -68,10 +68,28 @@ struct Live {
     source: IpAddr,
     start_unix_ms: i64,
     answered_at: Option<Instant>,
-    bannable: bool,
+    trust: Trust,
     emergency: bool,
     /// Rule states that counted it.
     counted: Vec<(usize, Key)>,
+}
+
+/// How far a call's source is trusted, for the `ban` action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Trust {
+    /// The source address is a configured trunk's or allow-listed.
+    pub(crate) trusted: bool,
+    /// The call's trunk is in `guard.trusted.bannable_trunks`.
+    pub(crate) bannable_trunk: bool,
+}
+
+impl Trust {
+    /// Whether a rule's `ban` may ban this source: always when the source
+    /// is untrusted (a registered phone, a stranger); a trusted source only
+    /// when the rule says `ban_trusted` and its trunk is bannable.
+    fn may_ban(self, rule: &FraudRule) -> bool {
+        !self.trusted || (rule.ban_trusted && self.bannable_trunk)
+    }
 }
 
 /// One rule's state for one subject.
@@ -224,6 +242,10 @@ impl FraudEngine {
         }
     }
 
+    pub(crate) fn states_tracked(&self) -> usize {
+        self.states.len()
+    }
+
     pub(crate) fn tracked_calls(&self) -> usize {
         self.calls.len()
     }
@@ -294,7 +316,10 @@ impl FraudEngine {
                 source: normalise(info.source.ip()),
                 start_unix_ms: unix,
                 answered_at: None,
-                bannable: false,
+                trust: Trust {
+                    trusted: true,
+                    bannable_trunk: false,
+                },
                 emergency: true,
                 counted: Vec::new(),
             },
@@ -319,7 +344,7 @@ impl FraudEngine {
         now: Instant,
         unix: i64,
         info: &CallInfo<'_>,
-        bannable: bool,
+        trust: Trust,
         mode: GuardMode,
         actions: &mut VecDeque<Action>,
         stats: &mut GuardStats,
@@ -333,7 +358,7 @@ impl FraudEngine {
             source: normalise(info.source.ip()),
             start_unix_ms: unix,
             answered_at: None,
-            bannable,
+            trust,
             emergency: false,
             counted: Vec::new(),
         };
@@ -461,7 +486,7 @@ impl FraudEngine {
         stats: &mut GuardStats,
     ) -> Verdict {
         let mut action = h.action;
-        if action == FraudAction::Ban && !(rule.ban_trusted && live.is_some_and(|l| l.bannable)) {
+        if action == FraudAction::Ban && !live.is_some_and(|l| l.trust.may_ban(rule)) {
             // Trusted sources are never banned unless the rule and the
             // trunk policy both allow it: tear down instead.
             action = FraudAction::Teardown;
@@ -741,7 +766,7 @@ impl FraudEngine {
                 action: level.action,
             };
             let mut action = h.action;
-            if action == FraudAction::Ban && !(rule.ban_trusted && live.bannable) {
+            if action == FraudAction::Ban && !live.trust.may_ban(&rule) {
                 action = FraudAction::Teardown;
             }
             let dry = mode == GuardMode::DryRun;

@@ -2,7 +2,7 @@
 //! per-trunk call admission control, and the fraud engine, behind the
 //! engine's [`GuardHook`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,7 +15,7 @@ use palisade_sip::{HeaderName, Message, Method};
 
 use crate::alert::AlertEvent;
 use crate::clock::WallClock;
-use crate::fraud::FraudEngine;
+use crate::fraud::{FraudEngine, Trust};
 use crate::limit::{DistinctCount, TokenBucket, WindowCount};
 use crate::scanner;
 
@@ -152,8 +152,13 @@ pub struct GuardStats {
     pub rejected: u64,
     /// Bans issued (userspace verdicts).
     pub bans_issued: u64,
-    /// Gauge: bans in force in the in-process table.
+    /// Gauge: bans in the in-process table (at most `guard.max_bans`).
     pub bans_active: u64,
+    /// Bans evicted from the full in-process table (oldest first).
+    pub bans_evicted: u64,
+    /// Gauge: fraud rule states (rule × subject) tracked, at most
+    /// `guard.max_sources`.
+    pub fraud_states: u64,
     /// Decisions by [`Reason`] (index of `Reason::ALL`).
     pub decisions: [u64; 14],
     /// Decisions dry-run kept from happening.
@@ -226,7 +231,9 @@ pub struct Guard {
     cfg: Arc<Config>,
     mode: GuardMode,
     sources: LruCache<IpAddr, Source>,
-    bans: HashMap<IpAddr, Ban>,
+    /// Oldest ban first: all userspace bans last `guard.ban_seconds`, so
+    /// the least recently inserted is the one closest to expiry.
+    bans: LruCache<IpAddr, Ban>,
     fraud: FraudEngine,
     actions: VecDeque<Action>,
     stats: GuardStats,
@@ -258,7 +265,7 @@ impl Guard {
         Guard {
             mode: cfg.guard().mode,
             sources: LruCache::new(cap.max(16)),
-            bans: HashMap::new(),
+            bans: LruCache::new((cfg.guard().max_bans as usize).max(16)),
             fraud,
             actions: VecDeque::new(),
             stats: GuardStats::default(),
@@ -276,6 +283,10 @@ impl Guard {
         let cap = (cfg.guard().max_sources as usize).max(16);
         if cap != self.sources.capacity() {
             self.sources.set_capacity(cap);
+        }
+        let bans = (cfg.guard().max_bans as usize).max(16);
+        if bans != self.bans.capacity() {
+            self.bans.set_capacity(bans);
         }
         self.fraud.reload(&cfg);
         self.cfg = cfg;
@@ -296,6 +307,7 @@ impl Guard {
         let mut s = self.stats;
         s.bans_active = self.bans.len() as u64;
         s.sources_tracked = self.sources.len() as u64;
+        s.fraud_states = self.fraud.states_tracked() as u64;
         s
     }
 
@@ -318,6 +330,8 @@ impl Guard {
         let unix = self.wall.unix_ms(now);
         self.fraud
             .handle_timeout(now, unix, self.mode, &mut self.actions, &mut self.stats);
+        // A duration cap with `ban` bans mid-call, like the rules at call start.
+        self.apply_fraud_bans(now);
         if now >= self.next_housekeeping {
             self.bans.retain(|_, b| b.until > now);
             self.fraud
@@ -377,7 +391,7 @@ impl Guard {
     /// The in-process ban of `ip`, if in force at `now`.
     pub fn ban_of(&self, now: Instant, ip: IpAddr) -> Option<Ban> {
         self.bans
-            .get(&normalise(ip))
+            .peek(&normalise(ip))
             .copied()
             .filter(|b| b.until > now)
     }
@@ -436,6 +450,10 @@ impl Guard {
     /// source makes one "would ban" line, not one per packet.
     fn ban(&mut self, now: Instant, ip: IpAddr, reason: Reason, detail: String) {
         let duration = self.cfg.guard().ban;
+        if !self.bans.contains_key(&ip) && self.bans.len() >= self.bans.capacity() {
+            // The LRU drops its oldest ban: the one closest to expiry.
+            self.stats.bans_evicted += 1;
+        }
         self.bans.insert(
             ip,
             Ban {
@@ -527,6 +545,16 @@ impl Guard {
         self.stats.requests += 1;
         let ip = normalise(flow.remote.ip());
         if trunk.is_some() || self.allow_listed(ip) {
+            // Only a fraud rule with `ban_trusted` (and the trunk in
+            // `bannable_trunks`) bans a trusted source; the kernel accepts
+            // trusted sources first, so that ban is enforced here.
+            if self.ban_of(now, ip).is_some() {
+                self.stats.decisions[Reason::Banned.index()] += 1;
+                if self.mode == GuardMode::DryRun {
+                    self.stats.dry_run_decisions += 1;
+                }
+                return self.enforce(Verdict::Drop);
+            }
             return self.trusted_request(now, ip, flow, msg);
         }
         if self.deny_listed(ip) {
@@ -664,12 +692,19 @@ impl Guard {
         if emergency {
             self.stats.emergency_calls += 1;
         }
-        let bannable = self
-            .cfg
-            .guard()
-            .trusted
-            .bannable_trunks
-            .contains(&info.from_trunk.id);
+        // A registered phone calls on the registrar's trunk from an address
+        // of its own: untrusted, so a fraud `ban` bans it. A trunk's own
+        // address (or an allow-listed one) is banned only when the rule and
+        // `bannable_trunks` both say so.
+        let trust = Trust {
+            trusted: self.trusted(ip),
+            bannable_trunk: self
+                .cfg
+                .guard()
+                .trusted
+                .bannable_trunks
+                .contains(&info.from_trunk.id),
+        };
         let verdict = if emergency {
             self.fraud.track_emergency(now, unix, info);
             Verdict::Allow
@@ -678,7 +713,7 @@ impl Guard {
                 now,
                 unix,
                 info,
-                bannable,
+                trust,
                 self.mode,
                 &mut self.actions,
                 &mut self.stats,

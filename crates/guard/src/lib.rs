@@ -5,7 +5,8 @@
 //! scanner detection (User-Agents, sipvicious fingerprints, many distinct
 //! users probed from one source, authentication failures, malformed bursts),
 //! trust tiers (configured trunks and an operator allow-list are trusted,
-//! a deny-list is always dropped), an in-process ban table, the toll-fraud
+//! a deny-list is always dropped), a bounded in-process ban table
+//! (`guard.max_bans`, oldest evicted first), the toll-fraud
 //! rules with warning and critical levels (calls per minute, concurrent
 //! calls, calls and minutes per day, high-risk destinations, international
 //! calls after hours, number walking, wangiri, repeated calls, and a

@@ -5,7 +5,8 @@
 //! and a per-source kernel meter on the SIP ports that puts a source over a
 //! hard packet rate into the ban set with no userspace involvement),
 //! installing it atomically (one `nft -f` transaction that also replaces a
-//! stale copy), adding ban elements in batches, unbanning, listing bans with
+//! stale copy), adding ban elements in batches (a batch a full ban set
+//! refuses is retried with what still fits; the rest are counted), unbanning, listing bans with
 //! their expiry, reading the counters, and deleting the table on shutdown.
 //! Nothing here touches any other table.
 //!
@@ -37,6 +38,17 @@ pub enum NftError {
     /// The host: `nft` is missing, or not permitted (no CAP_NET_ADMIN).
     #[error("nft is not usable: {0}")]
     Unavailable(String),
+    /// A ban set is full (`guard.max_bans` elements, counting the kernel
+    /// meter's): these bans stay in-process only until elements expire.
+    #[error(
+        "ban set {set} is full: {bans} ban(s) not added to the kernel (in-process blocking only)"
+    )]
+    SetFull {
+        /// `ban_v4` or `ban_v6`.
+        set: String,
+        /// Bans left out.
+        bans: usize,
+    },
     /// nft refused a command (a bug in what we rendered, or a kernel without
     /// a needed feature).
     #[error("nft failed: {0}")]
@@ -75,8 +87,10 @@ pub struct TableSpec {
     pub meter_burst_packets: u32,
     /// Ban length for the meter.
     pub meter_ban: Duration,
-    /// Capacity of each ban set.
+    /// Capacity of each ban set (`guard.max_bans`).
     pub ban_set_size: u32,
+    /// Capacity of each meter set (sources the kernel meter tracks).
+    pub meter_set_size: u32,
 }
 
 /// The named counters the table keeps.
@@ -141,7 +155,7 @@ pub fn render_table(spec: &TableSpec) -> String {
         let _ = writeln!(
             s,
             "\tset meter_{sfx} {{ type {fam}; flags dynamic,timeout; size {}; timeout 60s; }}",
-            spec.ban_set_size
+            spec.meter_set_size
         );
     }
     let sip = ports(&spec.sip_ports);
@@ -326,6 +340,14 @@ impl Nft {
         Ok(true)
     }
 
+    /// The elements of one ban set (`v4`: `ban_v4`, else `ban_v6`) and its
+    /// capacity (`None`: no size limit).
+    pub fn ban_set(&self, v4: bool) -> Result<(Vec<KernelBan>, Option<usize>), NftError> {
+        let set = if v4 { "ban_v4" } else { "ban_v6" };
+        let json = self.run(&["-j", "list", "set", "inet", &self.table, set], None)?;
+        Ok((parse_set_elements(&json)?, parse_set_size(&json)?))
+    }
+
     /// The bans the kernel holds (IPv4 and IPv6).
     pub fn list_bans(&self) -> Result<Vec<KernelBan>, NftError> {
         let mut out = Vec::new();
@@ -397,6 +419,15 @@ pub fn parse_set_elements(text: &str) -> Result<Vec<KernelBan>, NftError> {
     Ok(out)
 }
 
+/// The `size` of the set in a `nft -j list set` answer (`None`: unlimited).
+pub fn parse_set_size(text: &str) -> Result<Option<usize>, NftError> {
+    Ok(json(text)?
+        .iter()
+        .filter_map(|item| item.get("set"))
+        .find_map(|s| s.get("size").and_then(serde_json::Value::as_u64))
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
+}
+
 /// Named counters of a `nft -j list counters` answer.
 pub fn parse_counters(text: &str) -> Result<Vec<(String, u64)>, NftError> {
     let mut out = Vec::new();
@@ -433,6 +464,9 @@ pub struct ProgrammerStats {
     pub batches: u64,
     /// nft runs that failed.
     pub errors: u64,
+    /// Bans not added to the kernel because their set was full (they are
+    /// enforced in-process only).
+    pub set_full: u64,
 }
 
 /// How long the programmer waits for more bans before running nft: a
@@ -524,11 +558,78 @@ impl Programmer {
                 s.batches += 1;
             }),
             Err(e) => {
+                // One bad element fails the whole transaction; the usual
+                // cause is a full set (the kernel says ENFILE). Retry with
+                // what still fits, so one full set never costs the batch.
                 self.bump(|s| s.errors += 1);
                 on_error(&e);
+                for v4 in [true, false] {
+                    let family: Vec<(IpAddr, Duration)> = pending
+                        .iter()
+                        .filter(|(ip, _)| ip.is_ipv4() == v4)
+                        .copied()
+                        .collect();
+                    if !family.is_empty() {
+                        self.retry(v4, &family, on_error);
+                    }
+                }
             }
         }
         pending.clear();
+    }
+
+    /// A failed batch of one family: refreshes of elements the set holds
+    /// and as many new ones as there is room for, in one transaction; the
+    /// rest are counted as `set_full`. If that fails too, one by one.
+    fn retry(&self, v4: bool, bans: &[(IpAddr, Duration)], on_error: &dyn Fn(&NftError)) {
+        let (fit, left_out) = match self.nft.ban_set(v4) {
+            Ok((held, size)) => {
+                let free = size.map_or(usize::MAX, |s| s.saturating_sub(held.len()));
+                let (refresh, new): (Vec<_>, Vec<_>) = bans
+                    .iter()
+                    .partition(|(ip, _)| held.iter().any(|h| h.ip == *ip));
+                let take = new.len().min(free);
+                let mut fit = refresh;
+                fit.extend_from_slice(&new[..take]);
+                (fit, new.len() - take)
+            }
+            Err(e) => {
+                on_error(&e);
+                (bans.to_vec(), 0)
+            }
+        };
+        if left_out > 0 {
+            self.bump(|s| s.set_full += left_out as u64);
+            on_error(&NftError::SetFull {
+                set: if v4 { "ban_v4" } else { "ban_v6" }.into(),
+                bans: left_out,
+            });
+        }
+        if fit.is_empty() {
+            return;
+        }
+        if self.nft.ban(&fit).is_ok() {
+            let n = fit.len() as u64;
+            self.bump(|s| {
+                s.bans_applied += n;
+                s.batches += 1;
+            });
+            return;
+        }
+        // Still refused (the meter filled the room meanwhile, or one element
+        // is bad): each on its own, bounded by the batch size.
+        for one in fit {
+            match self.nft.ban(&[one]) {
+                Ok(()) => self.bump(|s| {
+                    s.bans_applied += 1;
+                    s.batches += 1;
+                }),
+                Err(e) => {
+                    self.bump(|s| s.errors += 1);
+                    on_error(&e);
+                }
+            }
+        }
     }
 }
 
@@ -559,6 +660,7 @@ mod tests {
             meter_burst_packets: 1000,
             meter_ban: Duration::from_secs(600),
             ban_set_size: 65536,
+            meter_set_size: 100_000,
         }
     }
 
@@ -629,5 +731,9 @@ mod tests {
             vec![("banned_dropped".to_owned(), 12)]
         );
         assert!(parse_set_elements("not json").is_err());
+        assert_eq!(parse_set_size(set).unwrap(), None);
+        let sized = r#"{"nftables": [{"metainfo": {}}, {"set": {"family": "inet", "name": "ban_v4", "table": "palisade", "type": "ipv4_addr", "handle": 1, "size": 16, "flags": ["timeout"]}}]}"#;
+        assert_eq!(parse_set_size(sized).unwrap(), Some(16));
+        assert!(parse_set_elements(sized).unwrap().is_empty());
     }
 }

@@ -100,7 +100,12 @@ impl AppError {
             | AppError::UnknownTrunk(_)
             | AppError::Dns(_)
             | AppError::Store(_)
-            | AppError::Usage(_) => EXIT_CONFIG,
+            | AppError::Usage(_)
+            // The operator's mistakes: no such alert, a move the lifecycle refuses.
+            | AppError::Alerts(
+                palisade_alerts::StoreError::NotFound(_)
+                | palisade_alerts::StoreError::Transition { .. },
+            ) => EXIT_CONFIG,
             AppError::MessageRead { .. } | AppError::MessageParse(_) => EXIT_MESSAGE,
             AppError::Nftables(_) | AppError::Alerts(_) => EXIT_INTERNAL,
             AppError::Listen(TransportError::Bind { .. }) => EXIT_BIND,

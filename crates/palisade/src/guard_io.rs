@@ -144,7 +144,8 @@ pub fn table_spec(cfg: &Config) -> TableSpec {
         },
         meter_burst_packets: g.kernel_meter.burst_packets,
         meter_ban: g.kernel_meter.ban,
-        ban_set_size: g.max_sources.max(1024),
+        ban_set_size: g.max_bans.max(16),
+        meter_set_size: g.max_sources.max(1024),
     }
 }
 
@@ -476,6 +477,63 @@ impl GuardThreads {
                 Ok(()) => info!(table = %format!("inet {}", n.table()), "nftables table removed"),
                 Err(e) => warn!(error = %e, "nftables table not removed"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::path::Path;
+
+    use super::*;
+
+    fn quickstart() -> Arc<Config> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.yaml");
+        Arc::new(palisade_config::load(&path).unwrap_or_else(|e| panic!("quickstart: {e}")))
+    }
+
+    /// The quickstart has the guard on and enforcing, with nftables, and
+    /// trusts exactly the lab's PBX and carrier addresses: the kernel's
+    /// allow-list and the guard's notion of trust agree.
+    #[test]
+    fn quickstart_enforces_with_nftables_and_trusts_only_the_lab_peers() {
+        let cfg = quickstart();
+        let g = cfg.guard();
+        assert_eq!(g.mode, GuardMode::Enforce);
+        assert!(
+            matches!(g.nftables, NftMode::Auto | NftMode::On),
+            "{:?}",
+            g.nftables
+        );
+        let lab: Vec<IpNet> = ["127.0.0.10", "127.0.0.20", "127.0.0.21"]
+            .iter()
+            .map(|a| IpNet::from(a.parse::<IpAddr>().unwrap_or_else(|e| panic!("{e}"))))
+            .collect();
+        assert_eq!(trusted_nets(&cfg), lab);
+        let spec = table_spec(&cfg);
+        assert_eq!(spec.allow, lab);
+        assert!(spec.meter_packets_per_second > 0, "the kernel meter is on");
+        let guard = Guard::new(Arc::clone(&cfg), now(), 0);
+        for ip in ["127.0.0.10", "127.0.0.20", "127.0.0.21"] {
+            assert!(
+                guard.trusted(ip.parse().unwrap_or_else(|e| panic!("{e}"))),
+                "{ip}"
+            );
+        }
+        // Palisade's own addresses, the rest of loopback and the world are not.
+        for ip in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.0.0.11",
+            "127.0.0.66",
+            "192.0.2.1",
+            "::1",
+        ] {
+            assert!(
+                !guard.trusted(ip.parse().unwrap_or_else(|e| panic!("{e}"))),
+                "{ip}"
+            );
         }
     }
 }

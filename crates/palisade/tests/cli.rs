@@ -664,3 +664,105 @@ fn sigterm_drains_then_ends_calls_with_bye_after_the_grace_period() {
         assert!(log.contains(step), "no {step:?} in\n{log}");
     }
 }
+
+/// `palisade alerts ack|resolve|false-positive`: each moves the alert on,
+/// records who and the note (as `show` prints them), a move backwards is
+/// refused with exit 2 and changes nothing, and a missing `--by` too.
+#[test]
+fn alerts_ack_resolve_and_false_positive_round_trip() {
+    use palisade_guard::{AlertEvent, CallEvidence, Severity, Subject};
+    let dir = test_dir("alerts-lifecycle");
+    let db = dir.join("alerts.db");
+    {
+        let mut store = palisade_alerts::Store::open(&db).unwrap();
+        for (rule, who) in [("irsf", "pbx"), ("wangiri", "carrier")] {
+            let ev = AlertEvent {
+                rule: rule.into(),
+                kind: "high_risk_destination".into(),
+                severity: Severity::Critical,
+                subject: Subject {
+                    kind: "trunk".into(),
+                    value: who.into(),
+                },
+                measure: 2,
+                threshold: 2,
+                action: "reject".into(),
+                at_unix_ms: 1_767_601_800_000,
+                occurrences: 1,
+                evidence: vec![CallEvidence {
+                    time_unix_ms: 1_767_601_800_000,
+                    from: "+4989555000".into(),
+                    to: "+88212345678".into(),
+                    duration_ms: 0,
+                    result: "rejected".into(),
+                }],
+            };
+            store.record(&ev, 10).unwrap();
+        }
+    }
+    let cli = |args: &[&str]| -> Output {
+        Command::new(BIN)
+            .arg("alerts")
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let show = |id: &str| -> serde_json::Value {
+        let out = cli(&["show", id]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(show("1")["status"], "open");
+
+    let out = cli(&["ack", "1", "--by", "alice", "--note", "looking into it"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "alert 1 is acknowledged (by alice)"
+    );
+    let a = show("1");
+    assert_eq!(
+        (&a["status"], &a["status_by"], &a["status_note"]),
+        (
+            &serde_json::json!("acknowledged"),
+            &serde_json::json!("alice"),
+            &serde_json::json!("looking into it")
+        ),
+        "{a}"
+    );
+    let out = cli(&["resolve", "1", "--by", "bob", "--note", "blocked the range"]);
+    assert!(out.status.success(), "{out:?}");
+    let a = show("1");
+    assert_eq!(
+        (&a["status"], &a["status_by"]),
+        (&serde_json::json!("resolved"), &serde_json::json!("bob"))
+    );
+    assert_eq!(a["status_note"], "blocked the range");
+
+    // Backwards is refused: exit 2, the alert stays resolved.
+    let out = cli(&["ack", "1", "--by", "carol"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(show("1")["status"], "resolved");
+
+    // Straight from open to false-positive; --by is required.
+    let out = cli(&["false-positive", "2", "--by", " ", "--note", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(show("2")["status"], "open");
+    let out = cli(&["false-positive", "2", "--by", "dave", "--note", "test call"]);
+    assert!(out.status.success(), "{out:?}");
+    let a = show("2");
+    assert_eq!(a["status"], "false-positive");
+    assert_eq!(a["status_by"], "dave");
+    assert_eq!(a["status_note"], "test call");
+
+    // The list filters by status.
+    let out = cli(&["list", "--status", "false-positive", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("\"rule\":\"wangiri\""), "{text}");
+    // An unknown id: exit 2.
+    let out = cli(&["resolve", "99", "--by", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

@@ -152,3 +152,87 @@ pub fn nft_ruleset() -> String {
         .unwrap_or_else(|e| panic!("nft: {e}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A counting table of the test's own (`inet e2e_count`), inside the
+/// current namespace: per labelled source, UDP and TCP packets to `port`
+/// counted twice, by a chain before Palisade's (priority -200: everything
+/// the source sent) and one after it (priority 100: what Palisade's table
+/// let through to the socket). It accepts everything; Palisade never
+/// touches it. Install it after Palisade started.
+#[derive(Debug)]
+pub struct SourceCounters {
+    labels: Vec<String>,
+}
+
+/// The counting table's name.
+pub const COUNT_TABLE: &str = "e2e_count";
+
+impl SourceCounters {
+    /// Counts packets from each `(label, source)` to destination port `port`.
+    pub fn install(sources: &[(&str, std::net::IpAddr)], port: u16) -> SourceCounters {
+        let mut text = format!(
+            "add table inet {COUNT_TABLE}\ndelete table inet {COUNT_TABLE}\ntable inet {COUNT_TABLE} {{\n"
+        );
+        for (label, _) in sources {
+            text.push_str(&format!(
+                "\tcounter sent_{label} {{ }}\n\tcounter passed_{label} {{ }}\n"
+            ));
+        }
+        for (chain, prio, kind) in [("before", -200, "sent"), ("after", 100, "passed")] {
+            text.push_str(&format!(
+                "\tchain {chain} {{\n\t\ttype filter hook input priority {prio}; policy accept;\n"
+            ));
+            for (label, ip) in sources {
+                let fam = if ip.is_ipv4() { "ip" } else { "ip6" };
+                text.push_str(&format!(
+                    "\t\t{fam} saddr {ip} meta l4proto {{ udp, tcp }} th dport {port} counter name {kind}_{label}\n"
+                ));
+            }
+            text.push_str("\t}\n");
+        }
+        text.push_str("}\n");
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("nft: {e}"));
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("nft stdin"));
+            stdin
+                .write_all(text.as_bytes())
+                .unwrap_or_else(|e| panic!("nft stdin: {e}"));
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("nft: {e}"));
+        assert!(
+            out.status.success(),
+            "counting table refused: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SourceCounters {
+            labels: sources.iter().map(|(l, _)| (*l).to_string()).collect(),
+        }
+    }
+
+    fn check(&self, label: &str) {
+        assert!(
+            self.labels.iter().any(|l| l == label),
+            "no counter for {label}"
+        );
+    }
+
+    /// Packets `label` sent to the port (before any filtering).
+    pub fn sent(&self, label: &str) -> u64 {
+        self.check(label);
+        nft_counter(COUNT_TABLE, &format!("sent_{label}"))
+    }
+
+    /// Packets from `label` that got past Palisade's table (reached the socket).
+    pub fn passed(&self, label: &str) -> u64 {
+        self.check(label);
+        nft_counter(COUNT_TABLE, &format!("passed_{label}"))
+    }
+}

@@ -342,6 +342,25 @@ impl SippProcess {
         }
     }
 
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        !self.exited()
+    }
+
+    /// Soft exit (SIGUSR1, SIPp's `q`): no new calls, the calls in progress
+    /// finish, then it exits with its usual status (0: every call
+    /// succeeded). For callers that keep calling until the test says stop.
+    pub fn quit(self) -> SippOutcome {
+        if let Some(c) = &self.child {
+            // Through the shell's kill builtin: the harness stays free of unsafe code.
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("kill -USR1 {}", c.id()))
+                .status();
+        }
+        self.wait()
+    }
+
     /// Waits for SIPp to exit by itself (bounded by its `-timeout` plus a
     /// margin; past that it is killed and the test fails).
     pub fn wait(mut self) -> SippOutcome {

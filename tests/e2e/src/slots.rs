@@ -142,6 +142,23 @@ slots! {
     FraudRestart = 96,
     /// Digest brute force against the registrar: one answer for all, then a ban.
     GuardRegistrarBruteForce = 97,
+    // Guard, continued (180-199): each nftables test in its own namespace.
+    /// A fraud rule with `ban` bans a registered phone in the kernel; the PBX is only refused.
+    FraudBanPhone = 180,
+    /// sipvicious fingerprints (From tag, Contact) without a scanner User-Agent.
+    GuardFingerprint = 181,
+    /// Many sources banned at once: few nft batches; a full ban set keeps what fits.
+    GuardBanSetFull = 182,
+    /// An IPv6 scanner banned in ban_v6; a banned source's RTP probe dropped by the kernel.
+    GuardIpv6Media = 183,
+    /// The trusted PBX above the kernel meter's rate is accepted first, never banned.
+    GuardAllowBeforeMeter = 184,
+    /// Dry-run with nftables on: the table, but no meter, no deny and no bans.
+    GuardDryRunNft = 185,
+    /// Calls per day.
+    FraudCallsPerDay = 186,
+    /// Minutes per day.
+    FraudMinutesPerDay = 187,
     // Edge (issue 4): registration, digest, NAT, call admission (110-119).
     /// Palisade registers to a SIPp registrar that challenges with 401.
     EdgeOutboundRegister = 110,

@@ -727,3 +727,148 @@ fn reload_adds_and_drops_registrations_and_keepalives() {
         "stopped after the reload"
     );
 }
+
+/// The first REGISTER of `n`, challenged; returns the challenges.
+fn challenged(lab: &mut Lab, n: u32, contact: &str) -> Vec<Challenge> {
+    lab.recv(INSIDE, PHONE, &register(n, contact, 120, None));
+    challenges(
+        &lab.expect(PHONE, "401/REGISTER"),
+        HeaderName::WwwAuthenticate,
+    )
+}
+
+#[test]
+fn legacy_answers_foreign_uris_and_replays_are_refused_sha256_accepted() {
+    let mut lab = lab_with(config("", "", ""));
+    let contact = "sip:+4930123555@192.168.1.50:5060";
+    let uri = format!("sip:{REALM}");
+    let chs = challenged(&mut lab, 1, contact);
+    // The RFC 2069 form (no qop, hence no nonce count): the digest is right,
+    // but Palisade offered qop=auth, and without a count the answer could
+    // be replayed for the nonce's whole life. Refused, twice.
+    let legacy = client_credentials(
+        &Challenge {
+            qop_auth: false,
+            ..chs[0].clone()
+        },
+        DID,
+        "s3cret",
+        "REGISTER",
+        &uri,
+        "x",
+        1,
+    );
+    assert_eq!(legacy.qop, None);
+    for n in [2, 3] {
+        lab.recv(
+            INSIDE,
+            PHONE,
+            &register(n, contact, 120, Some(&legacy.to_header())),
+        );
+        let r = lab.expect(PHONE, "401/REGISTER");
+        assert!(!challenges(&r, HeaderName::WwwAuthenticate)[0].stale);
+    }
+    assert_eq!(lab.engine.edge_stats().auth_failures, 2);
+    // An answer computed for another Request-URI (captured elsewhere).
+    let foreign = client_credentials(
+        &chs[0],
+        DID,
+        "s3cret",
+        "REGISTER",
+        "sip:other.example",
+        "x",
+        1,
+    );
+    lab.recv(
+        INSIDE,
+        PHONE,
+        &register(4, contact, 120, Some(&foreign.to_header())),
+    );
+    lab.expect(PHONE, "401/REGISTER");
+    assert_eq!(lab.engine.edge_stats().auth_failures, 3);
+    assert!(lab.engine.bindings_of(lab.now, DID).is_empty());
+    // SHA-256 with qop=auth: accepted; the same answer again is a replay.
+    assert_eq!(chs[1].algorithm, Algorithm::Sha256);
+    let sha = client_credentials(&chs[1], DID, "s3cret", "REGISTER", &uri, "y", 1);
+    lab.recv(
+        INSIDE,
+        PHONE,
+        &register(5, contact, 120, Some(&sha.to_header())),
+    );
+    lab.expect(PHONE, "200/REGISTER");
+    assert_eq!(lab.engine.bindings_of(lab.now, DID).len(), 1);
+    lab.recv(
+        INSIDE,
+        PHONE,
+        &register(6, contact, 120, Some(&sha.to_header())),
+    );
+    let replay = lab.expect(PHONE, "401/REGISTER");
+    assert!(challenges(&replay, HeaderName::WwwAuthenticate)[0].stale);
+    // The next count on the same nonce is fine.
+    let sha2 = client_credentials(&chs[1], DID, "s3cret", "REGISTER", &uri, "y", 2);
+    lab.recv(
+        INSIDE,
+        PHONE,
+        &register(7, contact, 120, Some(&sha2.to_header())),
+    );
+    lab.expect(PHONE, "200/REGISTER");
+    assert_eq!(lab.engine.edge_stats().auth_failures, 3);
+}
+
+/// The PBX's INVITE `n` with `creds` in Proxy-Authorization.
+fn pbx_invite_with(n: u32, creds: &palisade_digest::Credentials) -> bytes::Bytes {
+    let text = String::from_utf8(pbx_invite(n, "+4971100100", Some(PBX_SDP)).to_vec())
+        .unwrap()
+        .replace(
+            "CSeq: 1 INVITE\r\n",
+            &format!(
+                "CSeq: 2 INVITE\r\nProxy-Authorization: {}\r\n",
+                creds.to_header()
+            ),
+        );
+    bytes::Bytes::from(text)
+}
+
+#[test]
+fn challenge_inbound_accepts_only_the_trunks_own_users() {
+    let trunk_user = "pbx-trunk";
+    let extra_user = format!(
+        "    - user: {trunk_user}\n      ha1_md5: {}\n",
+        ha1(Algorithm::Md5, trunk_user, REALM, "trunk-pw")
+    );
+    let mut lab = lab_with(config(
+        "",
+        &format!("    challenge_inbound: true\n    challenge_inbound_users: [{trunk_user}]\n"),
+        &extra_user,
+    ));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(1, "+4971100100", Some(PBX_SDP)));
+    let chs = challenges(
+        &lab.expect(PBX, "407/INVITE"),
+        HeaderName::ProxyAuthenticate,
+    );
+    let uri = "sip:+4971100100@127.0.0.1:5060;user=phone";
+    // A registrar user, right password, but not this trunk's user: refused
+    // like a wrong password, and counted.
+    let phone = client_credentials(&chs[0], DID, "s3cret", "INVITE", uri, "a", 1);
+    lab.recv_msg(INSIDE, PBX, pbx_invite_with(2, &phone));
+    lab.find(PBX, "407/INVITE");
+    assert_eq!(lab.engine.edge_stats().auth_failures, 1);
+    // The trunk's user, but the digest uri of another request: refused.
+    let elsewhere = client_credentials(
+        &chs[0],
+        trunk_user,
+        "trunk-pw",
+        "INVITE",
+        "sip:+4971100999@127.0.0.1:5060;user=phone",
+        "b",
+        1,
+    );
+    lab.recv_msg(INSIDE, PBX, pbx_invite_with(3, &elsewhere));
+    lab.find(PBX, "407/INVITE");
+    assert_eq!(lab.engine.edge_stats().auth_failures, 2);
+    // The trunk's user for this Request-URI: the call goes out.
+    let good = client_credentials(&chs[0], trunk_user, "trunk-pw", "INVITE", uri, "c", 1);
+    lab.recv_msg(INSIDE, PBX, pbx_invite_with(4, &good));
+    lab.find(CARRIER1, "INVITE");
+    assert_eq!(lab.engine.edge_stats().auth_failures, 2);
+}

@@ -20,9 +20,18 @@ const PHONE: &str = "127.0.0.99:40000";
 const DID: &str = "+4930123555";
 
 fn config(carrier_extra: &str, pbx_extra: &str, tail: &str) -> palisade_config::Config {
+    load(&config_text(carrier_extra, pbx_extra, tail))
+}
+
+fn load(text: &str) -> palisade_config::Config {
+    palisade_config::load_str(text, "edge.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The test topology's YAML; `zone_cac` helpers edit it.
+fn config_text(carrier_extra: &str, pbx_extra: &str, tail: &str) -> String {
     let md5 = ha1(Algorithm::Md5, DID, REALM, "s3cret");
     let sha = ha1(Algorithm::Sha256, DID, REALM, "s3cret");
-    let text = format!(
+    format!(
         "zones:
   - name: inside
     sip_address: 127.0.0.1
@@ -65,8 +74,14 @@ registrar:
       ha1_sha256: {sha}
       max_bindings: 2
 {tail}"
-    );
-    palisade_config::load_str(&text, "edge.yaml").unwrap_or_else(|e| panic!("{e}"))
+    )
+}
+
+/// `text` with `cac` on zone `zone` (`inside` or `outside`).
+fn with_zone_cac(text: &str, zone: &str, cac: &str) -> String {
+    let at = format!("  - name: {zone}\n");
+    assert!(text.contains(&at));
+    text.replacen(&at, &format!("{at}    cac: {cac}\n"), 1)
 }
 
 fn register(n: u32, contact: &str, expires: u32, auth: Option<&str>) -> String {
@@ -871,4 +886,52 @@ fn challenge_inbound_accepts_only_the_trunks_own_users() {
     lab.recv_msg(INSIDE, PBX, pbx_invite_with(4, &good));
     lab.find(CARRIER1, "INVITE");
     assert_eq!(lab.engine.edge_stats().auth_failures, 2);
+}
+
+#[test]
+fn zone_registration_limit_counts_live_bindings_only() {
+    let text = with_zone_cac(
+        &config_text("", "", ""),
+        "inside",
+        "{max_registrations: 1, reject_status: 480}",
+    );
+    let mut lab = lab_with(load(&text));
+    let uri = format!("sip:{REALM}");
+    let first = "sip:+4930123555@192.168.1.50:5060";
+    let chs = challenged(&mut lab, 1, first);
+    let auth =
+        |nc| client_credentials(&chs[1], DID, "s3cret", "REGISTER", &uri, "z", nc).to_header();
+    lab.recv(INSIDE, PHONE, &register(2, first, 30, Some(&auth(1))));
+    lab.expect(PHONE, "200/REGISTER");
+    // A second contact while the first is live: over the zone's limit,
+    // refused with the zone's status (480: no Retry-After).
+    let second = "sip:+4930123555@192.168.1.51:5060";
+    lab.recv(INSIDE, PHONE, &register(3, second, 30, Some(&auth(2))));
+    let r = lab.expect(PHONE, "480/REGISTER");
+    assert!(!r.has_header(HeaderName::RetryAfter));
+    assert_eq!(lab.engine.edge_stats().cac_rejected_registrations, 1);
+    // The first binding expires; the REGISTER arrives before the edge timer
+    // swept it (the clock moves, no timer runs): it holds no registration
+    // any more, so the second contact fits.
+    lab.now += Duration::from_secs(31);
+    assert_eq!(lab.engine.edge_stats().bindings, 1, "not swept yet");
+    let chs = challenged(&mut lab, 4, second);
+    let creds = client_credentials(&chs[1], DID, "s3cret", "REGISTER", &uri, "w", 1);
+    lab.recv(
+        INSIDE,
+        PHONE,
+        &register(5, second, 30, Some(&creds.to_header())),
+    );
+    let ok = lab.expect(PHONE, "200/REGISTER");
+    assert_eq!(
+        header(&ok, HeaderName::Contact),
+        format!("<{second}>;expires=30")
+    );
+    assert_eq!(lab.engine.edge_stats().cac_rejected_registrations, 1);
+    let evs: Vec<_> = std::iter::from_fn(|| lab.engine.poll_edge_event()).collect();
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, EdgeEvent::BindingRemoved { contact, .. } if contact == first)),
+        "the expired binding is removed from the store too: {evs:?}"
+    );
 }

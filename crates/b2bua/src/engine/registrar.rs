@@ -123,7 +123,9 @@ impl Engine {
             })
             .count();
         if adds > 0 {
-            let total = self.edge.bindings.len();
+            // Live bindings only: one past its expiry holds no registration
+            // even before the edge timer sweeps it.
+            let total = self.edge.bindings.live(now);
             let zone_cac = cfg.zone(flow.zone).map(|z| z.cac);
             // The registrar trunk's limit, then its zone's.
             for cac in [Some(trunk.cac), zone_cac].into_iter().flatten() {

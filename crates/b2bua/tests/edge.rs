@@ -935,3 +935,80 @@ fn zone_registration_limit_counts_live_bindings_only() {
         "the expired binding is removed from the store too: {evs:?}"
     );
 }
+
+#[test]
+fn sha256_is_preferred_when_a_carrier_offers_both() {
+    let mut lab = lab_with(config(REGISTRATION, "", ""));
+    lab.engine.sync_edge(lab.now);
+    lab.advance(Duration::ZERO);
+    let reg = lab.expect(CARRIER1, "REGISTER");
+    let md5 = Challenge {
+        realm: "carrier.test".into(),
+        nonce: "both-nonce".into(),
+        opaque: None,
+        algorithm: Algorithm::Md5,
+        qop_auth: true,
+        stale: false,
+    };
+    let sha = Challenge {
+        algorithm: Algorithm::Sha256,
+        ..md5.clone()
+    };
+    // Another realm's SHA-256 challenge is not ours to answer.
+    let foreign = Challenge {
+        realm: "elsewhere".into(),
+        ..sha.clone()
+    };
+    // MD5 listed first, as most carriers do.
+    let mut w =
+        palisade_sip::MessageWriter::response_to(&reg, 401, "Unauthorized", None, Some("t"));
+    w.header(HeaderName::WwwAuthenticate, &foreign.to_header());
+    w.header(HeaderName::WwwAuthenticate, &md5.to_header());
+    w.header(HeaderName::WwwAuthenticate, &sha.to_header());
+    lab.recv_msg(OUTSIDE, CARRIER1, w.finish_empty());
+    let reg2 = lab.expect(CARRIER1, "REGISTER");
+    let creds =
+        palisade_digest::Credentials::parse(&header(&reg2, HeaderName::Authorization)).unwrap();
+    assert_eq!(
+        (creds.algorithm, creds.realm.as_str()),
+        (Algorithm::Sha256, "carrier.test")
+    );
+    let h1 = ha1(Algorithm::Sha256, "palisade1", "carrier.test", "trunkpw");
+    assert!(palisade_digest::verify(&creds, &h1, "REGISTER"));
+    // Only MD5 offered: MD5 it is.
+    let mut lab = lab_with(config(REGISTRATION, "", ""));
+    lab.engine.sync_edge(lab.now);
+    lab.advance(Duration::ZERO);
+    let reg = lab.expect(CARRIER1, "REGISTER");
+    let mut w =
+        palisade_sip::MessageWriter::response_to(&reg, 401, "Unauthorized", None, Some("t"));
+    w.header(HeaderName::WwwAuthenticate, &md5.to_header());
+    lab.recv_msg(OUTSIDE, CARRIER1, w.finish_empty());
+    let reg2 = lab.expect(CARRIER1, "REGISTER");
+    let creds =
+        palisade_digest::Credentials::parse(&header(&reg2, HeaderName::Authorization)).unwrap();
+    assert_eq!(creds.algorithm, Algorithm::Md5);
+
+    // The same choice on a carrier's 407 to an INVITE.
+    let mut lab = lab_with(config(
+        "    auth: {username: palisade1, password: trunkpw}\n",
+        "",
+        "",
+    ));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(1, "+4971100100", Some(PBX_SDP)));
+    let inv = lab.find(CARRIER1, "INVITE");
+    let mut w = palisade_sip::MessageWriter::response_to(
+        &inv,
+        407,
+        "Proxy Authentication Required",
+        None,
+        Some("c1"),
+    );
+    w.header(HeaderName::ProxyAuthenticate, &md5.to_header());
+    w.header(HeaderName::ProxyAuthenticate, &sha.to_header());
+    lab.recv_msg(OUTSIDE, CARRIER1, w.finish_empty());
+    let inv2 = lab.find(CARRIER1, "INVITE");
+    let creds = palisade_digest::Credentials::parse(&header(&inv2, HeaderName::ProxyAuthorization))
+        .unwrap();
+    assert_eq!(creds.algorithm, Algorithm::Sha256);
+}

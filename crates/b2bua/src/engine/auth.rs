@@ -50,6 +50,34 @@ impl UserRule<'_> {
     }
 }
 
+/// The challenge to answer among `msg`'s `header`s: for `realm` (any
+/// realm when `None`), SHA-256 preferred over MD5 when the server offers
+/// both (RFC 8760 section 2.4: the client uses the strongest it supports),
+/// else the first one.
+pub(super) fn best_challenge(
+    msg: &Message,
+    header: HeaderName,
+    realm: Option<&str>,
+) -> Option<Challenge> {
+    let mut best: Option<Challenge> = None;
+    for ch in msg
+        .headers()
+        .filter(|h| h.name == header)
+        .filter_map(|h| h.value_str().ok())
+        .filter_map(|v| Challenge::parse(v).ok())
+        .filter(|ch| realm.is_none_or(|r| r == ch.realm))
+    {
+        let stronger = ch.algorithm == Algorithm::Sha256
+            && best
+                .as_ref()
+                .is_none_or(|b| b.algorithm != Algorithm::Sha256);
+        if best.is_none() || stronger {
+            best = Some(ch);
+        }
+    }
+    best
+}
+
 fn algorithm(a: palisade_config::DigestAlgorithm) -> Algorithm {
     match a {
         palisade_config::DigestAlgorithm::Md5 => Algorithm::Md5,
@@ -253,12 +281,7 @@ impl Engine {
         if req.has_header(creds_hdr) {
             return false;
         }
-        let challenge = resp
-            .headers()
-            .filter(|h| h.name == challenge_hdr)
-            .filter_map(|h| h.value_str().ok())
-            .filter_map(|v| Challenge::parse(v).ok())
-            .find(|ch| auth.realm.as_ref().is_none_or(|r| *r == ch.realm));
+        let challenge = best_challenge(resp, challenge_hdr, auth.realm.as_deref());
         let Some(challenge) = challenge else {
             return false;
         };

@@ -130,7 +130,10 @@ fn server_verification_holds_the_client_to_the_challenge_and_the_request() {
         "c",
         1,
     );
-    assert!(verify(&legacy, &h1, "REGISTER"), "the digest itself is right");
+    assert!(
+        verify(&legacy, &h1, "REGISTER"),
+        "the digest itself is right"
+    );
     assert_eq!(
         verify_request(&legacy, &h1, &expect),
         Err(Refusal::QopMissing)

@@ -163,6 +163,9 @@ slots! {
     /// A phone registers over TCP: CRLF keepalives and the carrier's call
     /// arrive on that same connection (RFC 5626 flow reuse).
     EdgeTcpFlow = 118,
+    // Edge gaps (140-159).
+    /// The carrier's registrar grants 4 s: Palisade refreshes (same nonce, nc=2) in time.
+    EdgeRegisterRefresh = 140,
 }
 
 impl Slot {

@@ -178,6 +178,62 @@ fn outbound_registration_with_401_then_calls_flow() {
 }
 
 #[test]
+fn short_granted_expiry_is_refreshed_before_it_runs_out() {
+    let slot = Slot::EdgeRegisterRefresh;
+    // Palisade asks for an hour; the registrar grants 4 s, which rules.
+    let carrier = "    auth: {username: palisade1, password: trunkpw, realm: carrier.test}\n    registration: {expires_seconds: 3600, retry_seconds: 1, max_retry_seconds: 4}\n";
+    let lab = Lab::builder(slot)
+        .config_text(yaml(slot, carrier, "", ""))
+        .start();
+    // The scenario fails unless the refresh arrives within 4 s of the 200
+    // and its credentials verify.
+    let registrar = lab
+        .carrier_primary("uas_registrar_refresh")
+        .key("username", "palisade1")
+        .key("password", "trunkpw")
+        .key("expires", "4")
+        .spawn_uas()
+        .wait();
+    registrar.assert_success(1);
+    let log = registrar.messages();
+    let regs = requests(&log, "REGISTER");
+    assert_eq!(regs.len(), 3, "first, authenticated, refresh: {regs:#?}");
+    assert!(regs[0].header("Authorization").is_none());
+    let (auth, refresh) = (
+        regs[1].header("Authorization").unwrap_or_default(),
+        regs[2].header("Authorization").unwrap_or_default(),
+    );
+    assert!(auth.contains("nc=00000001"), "{auth}");
+    // The refresh reuses the nonce with the next count (no new challenge round).
+    assert!(refresh.contains("nc=00000002"), "{refresh}");
+    let nonce = |a: &str| {
+        a.split("nonce=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(nonce(&auth), nonce(&refresh));
+    assert_eq!(regs[1].call_id(), regs[2].call_id(), "one Call-ID");
+    // Refreshed half-way through the 4 s granted.
+    let (t1, t2) = (
+        regs[1].time_of_day.unwrap_or_default(),
+        regs[2].time_of_day.unwrap_or_default(),
+    );
+    assert!(
+        (1.5..3.9).contains(&(t2 - t1)),
+        "refresh {:.2} s after the first authenticated REGISTER",
+        t2 - t1
+    );
+    assert_eq!(responses_sent(&log, 200), 2);
+    wait_for_log(&lab, "event=trunk-registered", Duration::from_secs(2));
+    assert!(
+        !lab.log().contains("event=trunk-unregistered"),
+        "the registration never lapsed:\n{}",
+        lab.log_tail(30)
+    );
+}
+
+#[test]
 fn wrong_password_backs_off_and_marks_the_trunk_down() {
     let slot = Slot::EdgeRegisterWrongPassword;
     let carrier = "    auth: {username: palisade1, password: not-the-password}\n    registration: {expires_seconds: 3600, retry_seconds: 1, max_retry_seconds: 4}\n";

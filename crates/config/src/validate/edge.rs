@@ -433,7 +433,11 @@ pub(super) fn cross(
                 "needs a `registrar` section (its users and realm are the credentials checked)",
             );
         }
-        let users = t.value.challenge_inbound_users.as_deref().unwrap_or_default();
+        let users = t
+            .value
+            .challenge_inbound_users
+            .as_deref()
+            .unwrap_or_default();
         let is_registrar_trunk = registrar.is_some_and(|r| usize::from(r.trunk.0) == i);
         match (on, registrar) {
             (None, _) => {
@@ -795,7 +799,10 @@ routes:
         );
         expect_one(&other, 16, "routes[0].to_registered", "registrar's trunk");
         // challenge_inbound on another trunk than the registrar's names its users.
-        let challenged = format!("{}{REGISTRAR}", with_carrier("    challenge_inbound: true\n"));
+        let challenged = format!(
+            "{}{REGISTRAR}",
+            with_carrier("    challenge_inbound: true\n")
+        );
         expect_one(
             &challenged,
             13,
@@ -804,7 +811,9 @@ routes:
         );
         let named = format!(
             "{}{REGISTRAR}",
-            with_carrier("    challenge_inbound: true\n    challenge_inbound_users: [alice, bob]\n")
+            with_carrier(
+                "    challenge_inbound: true\n    challenge_inbound_users: [alice, bob]\n"
+            )
         );
         expect_one(
             &named,
@@ -815,7 +824,10 @@ routes:
         let c = ok(&named.replace(", bob]", ", alice]"));
         assert_eq!(c.trunks()[1].challenge_inbound_users, ["alice"]);
         expect_one(
-            &format!("{}{REGISTRAR}", with_carrier("    challenge_inbound_users: [alice]\n")),
+            &format!(
+                "{}{REGISTRAR}",
+                with_carrier("    challenge_inbound_users: [alice]\n")
+            ),
             13,
             "trunks[1].challenge_inbound_users",
             "no effect",

@@ -200,7 +200,12 @@ fn caps_count_live_bindings_only() {
     let mut b = Bindings::new(3);
     b.apply(
         t0,
-        &req("a", &[("sip:1@h", Some(60)), ("sip:2@h", Some(60))], None, 1),
+        &req(
+            "a",
+            &[("sip:1@h", Some(60)), ("sip:2@h", Some(60))],
+            None,
+            1,
+        ),
         &POLICY,
     )
     .unwrap();

@@ -1012,3 +1012,101 @@ fn sha256_is_preferred_when_a_carrier_offers_both() {
         .unwrap();
     assert_eq!(creds.algorithm, Algorithm::Sha256);
 }
+
+/// A media hook that records the NAT flags it is given (SDP as `OriginOnly`).
+#[derive(Debug, Clone, Default)]
+struct NatSeen(std::sync::Arc<std::sync::Mutex<Vec<(palisade_b2bua::Side, bool, bool)>>>);
+
+impl palisade_b2bua::MediaHook for NatSeen {
+    fn sdp(
+        &mut self,
+        now: std::time::Instant,
+        ctx: &palisade_b2bua::SdpContext<'_>,
+        sdp: &[u8],
+    ) -> Result<bytes::Bytes, palisade_b2bua::MediaRefusal> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((ctx.from, ctx.from_nated, ctx.to_nated));
+        palisade_b2bua::OriginOnly.sdp(now, ctx, sdp)
+    }
+    fn release(&mut self, _now: std::time::Instant, _call: palisade_b2bua::CallRef) {}
+}
+
+#[test]
+fn nat_is_detected_on_initial_invites_counted_logged_and_given_to_media() {
+    let mut lab = lab_with(config("", "", ""));
+    let seen = NatSeen::default();
+    lab.engine.set_media(Box::new(seen.clone()));
+    // The PBX sits behind a NAT that maps it to 127.0.0.10:5070 (the trunk
+    // member): its Via, Contact and SDP name its private address.
+    let text = String::from_utf8(pbx_invite(1, "+4971100100", Some(PBX_SDP)).to_vec())
+        .unwrap()
+        .replace("127.0.0.10", "192.168.77.10");
+    lab.recv_msg(INSIDE, PBX, bytes::Bytes::from(text));
+    let new = lab.take();
+    let trying = new
+        .iter()
+        .find(|(f, m)| f.remote == addr(PBX) && describe(m) == "100/INVITE")
+        .map(|(_, m)| m.clone())
+        .unwrap();
+    // RFC 3581: the response tells the NATed caller where it was seen from.
+    let via = header(&trying, HeaderName::Via);
+    assert!(
+        via.starts_with("SIP/2.0/UDP 192.168.77.10:5070;branch=z9hG4bK-pbx-1")
+            && via.contains(";received=127.0.0.10")
+            && via.contains(";rport=5070"),
+        "{via}"
+    );
+    let inv = new
+        .iter()
+        .find(|(f, m)| f.remote == addr(CARRIER1) && describe(m) == "INVITE")
+        .map(|(_, m)| m.clone())
+        .unwrap();
+    assert_no_leak(&inv, &["192.168.77.10"]);
+    assert!(lab.call_events().iter().any(|e| matches!(
+        e,
+        palisade_b2bua::CallEventKind::Started { nated: true, .. }
+    )));
+    assert_eq!(lab.engine.edge_stats().nated_calls, 1);
+    // The carrier answers: the final response to the PBX carries the same
+    // received/rport, and the media layer knew the PBX's leg was NATed for
+    // the offer (from it) and the answer (toward it).
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(
+            &inv,
+            200,
+            Some("c1"),
+            Some("<sip:c@127.0.0.20:5080>"),
+            Some(CARRIER_SDP),
+        ),
+    );
+    let ok = lab.find(PBX, "200/INVITE");
+    let via = header(&ok, HeaderName::Via);
+    assert!(
+        via.contains(";received=127.0.0.10") && via.contains(";rport=5070"),
+        "{via}"
+    );
+    let flags = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        flags,
+        [
+            (palisade_b2bua::Side::A, true, false),
+            (palisade_b2bua::Side::B, false, true)
+        ]
+    );
+
+    // A PBX that writes its real address is not NATed (its responses still
+    // answer rport, as RFC 3581 asks whenever the parameter is present).
+    lab.recv_msg(INSIDE, PBX, pbx_invite(2, "+4971100100", Some(PBX_SDP)));
+    let trying = lab.find(PBX, "100/INVITE");
+    let via = header(&trying, HeaderName::Via);
+    assert!(via.contains(";rport=5070"), "{via}");
+    assert_eq!(lab.engine.edge_stats().nated_calls, 1);
+    assert!(lab.call_events().iter().any(|e| matches!(
+        e,
+        palisade_b2bua::CallEventKind::Started { nated: false, .. }
+    )));
+}

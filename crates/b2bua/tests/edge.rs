@@ -1110,3 +1110,46 @@ fn nat_is_detected_on_initial_invites_counted_logged_and_given_to_media() {
         palisade_b2bua::CallEventKind::Started { nated: false, .. }
     )));
 }
+
+#[test]
+fn crlf_keepalives_to_trunk_members_expect_nothing_back() {
+    let mut lab = lab_with(config(
+        "    keepalive: {method: crlf, interval_seconds: 5}\n",
+        "",
+        "",
+    ));
+    lab.engine.sync_edge(lab.now);
+    lab.advance(Duration::from_secs(4));
+    assert!(lab.pings.is_empty(), "first ping one interval after start");
+    lab.advance(Duration::from_secs(1));
+    let mut to: Vec<_> = lab.pings.iter().map(|(f, _)| f.remote).collect();
+    to.sort();
+    assert_eq!(to, [addr(CARRIER1), addr(CARRIER2)], "one per member");
+    for (f, data) in &lab.pings {
+        assert_eq!(&data[..], b"\r\n\r\n");
+        assert_eq!(
+            (f.zone, f.transport),
+            (OUTSIDE, palisade_sip::Transport::Udp),
+            "from the trunk's zone, over the member's transport"
+        );
+    }
+    assert!(
+        lab.take().iter().all(|(_, m)| describe(m) != "OPTIONS"),
+        "no OPTIONS"
+    );
+    // Nothing ever answers a CRLF ping: members stay up, pings go on every 5 s.
+    lab.advance(Duration::from_secs(30));
+    assert_eq!(lab.pings.len(), 2 * 7);
+    let stats = lab.engine.edge_stats();
+    assert_eq!((stats.keepalive_crlf_sent, stats.keepalive_misses), (14, 0));
+    assert!(lab.engine.member_up("carrier", addr(CARRIER1)));
+    assert!(lab.engine.member_up("carrier", addr(CARRIER2)));
+    let evs: Vec<_> = std::iter::from_fn(|| lab.engine.poll_edge_event()).collect();
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e, EdgeEvent::MemberHealth { .. })),
+        "{evs:?}"
+    );
+    lab.recv_msg(INSIDE, PBX, pbx_invite(1, "+4971100100", Some(PBX_SDP)));
+    lab.find(CARRIER1, "INVITE");
+}

@@ -1153,3 +1153,80 @@ fn crlf_keepalives_to_trunk_members_expect_nothing_back() {
     lab.recv_msg(INSIDE, PBX, pbx_invite(1, "+4971100100", Some(PBX_SDP)));
     lab.find(CARRIER1, "INVITE");
 }
+
+#[test]
+fn zone_call_limits_apply_to_calls_in_either_direction() {
+    // The outside zone holds one call at a time (480 over it) and admits at
+    // most 2 new calls per second; the carrier trunk itself has no limit.
+    let text = with_zone_cac(
+        &config_text("", "", ""),
+        "outside",
+        "{max_concurrent_calls: 1, reject_status: 480}",
+    );
+    let mut lab = lab_with(load(&text));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(1, "+4971100100", Some(PBX_SDP)));
+    lab.find(CARRIER1, "INVITE");
+    // Outbound over the zone's limit.
+    lab.recv_msg(INSIDE, PBX, pbx_invite(2, "+4971100101", Some(PBX_SDP)));
+    let r = lab.find(PBX, "480/INVITE");
+    assert!(!r.has_header(HeaderName::RetryAfter));
+    // Inbound from the carrier: the same zone, the same limit (the PBX trunk
+    // and the inside zone have none).
+    let text = with_zone_cac(
+        &config_text("", "", ""),
+        "outside",
+        "{max_concurrent_calls: 1, reject_status: 480}",
+    )
+    .replace("    to_registered: true\n", "");
+    let mut inbound = lab_with(load(&text));
+    inbound.recv(OUTSIDE, CARRIER1, &carrier_invite(1, DID));
+    inbound.find(PBX, "INVITE");
+    inbound.recv(OUTSIDE, CARRIER1, &carrier_invite(2, DID));
+    inbound.find(CARRIER1, "480/INVITE");
+    assert_eq!(inbound.engine.edge_stats().cac_rejected_concurrent, 1);
+    assert!(inbound.events.iter().any(|e| matches!(
+        e,
+        palisade_b2bua::Event::Rejected {
+            reason: "cac-concurrent",
+            status: 480,
+            ..
+        }
+    )));
+    // Emergency calls pass the zone's limit too.
+    lab.recv_msg(INSIDE, PBX, pbx_invite(3, "112", Some(PBX_SDP)));
+    lab.find(CARRIER1, "INVITE");
+    assert_eq!(
+        (
+            lab.engine.edge_stats().cac_rejected_concurrent,
+            lab.engine.edge_stats().cac_emergency_exempted
+        ),
+        (1, 1)
+    );
+
+    // Calls per second on the inside zone: 503 with the configured Retry-After.
+    let text = with_zone_cac(
+        &config_text("", "", "call_admission: {retry_after_seconds: 7}\n"),
+        "inside",
+        "{max_calls_per_second: 2}",
+    );
+    let mut lab = lab_with(load(&text));
+    for i in 0..4 {
+        lab.recv_msg(INSIDE, PBX, pbx_invite(i, "+4971100100", Some(PBX_SDP)));
+    }
+    let refused: Vec<Message> = lab
+        .take()
+        .into_iter()
+        .filter(|(_, m)| describe(m) == "503/INVITE")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(refused.len(), 2);
+    assert!(
+        refused
+            .iter()
+            .all(|m| header(m, HeaderName::RetryAfter) == "7")
+    );
+    assert_eq!(lab.engine.edge_stats().cac_rejected_cps, 2);
+    lab.advance(Duration::from_secs(1));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(9, "+4971100100", Some(PBX_SDP)));
+    lab.find(CARRIER1, "INVITE");
+}

@@ -421,6 +421,61 @@ fn call_admission_limit_under_load_with_emergency_exemption() {
 }
 
 #[test]
+fn calls_per_second_limit_under_sipp_load() {
+    let slot = Slot::EdgeCacCps;
+    let carrier = "    cac: {max_calls_per_second: 2, reject_status: 503}\n";
+    let lab = Lab::builder(slot)
+        .config_text(yaml(
+            slot,
+            carrier,
+            "",
+            "call_admission: {retry_after_seconds: 5}\n",
+        ))
+        .start();
+    let uas = lab.carrier_primary("uas_answer").calls(1000).spawn_uas();
+    // 20 calls at 10/s (2 s of load), each held 200 ms: concurrency is no
+    // limit here, the rate is. A bucket of 2 refilled at 2/s admits about 6.
+    let load = lab
+        .pbx_uac("uac_call")
+        .calls(20)
+        .rate(10)
+        .limit(20)
+        .pause_ms(200)
+        .timeout(Duration::from_secs(30))
+        .run();
+    let stats = load.stats.clone().unwrap_or_default();
+    let log = load.messages();
+    let refusals: Vec<_> = log
+        .iter()
+        .filter(|m| m.direction == Direction::Received && m.status() == Some(503))
+        .collect();
+    assert_eq!(stats.successful + stats.failed, 20, "{stats:?}");
+    assert!((3..=9).contains(&stats.successful), "{stats:?}");
+    assert_eq!(
+        refusals.len() as u64,
+        stats.failed,
+        "every failed call is a 503"
+    );
+    assert!(
+        refusals
+            .iter()
+            .all(|m| m.header("Retry-After").as_deref() == Some("5")),
+        "every 503 carries the configured Retry-After"
+    );
+    let carrier = uas.kill();
+    let answered = requests(&carrier.messages(), "INVITE").len() as u64;
+    assert_eq!(
+        answered, stats.successful,
+        "only admitted calls reach the carrier"
+    );
+    let counted = lab.log().matches("reason=cac-cps").count() as u64;
+    assert_eq!(
+        counted, stats.failed,
+        "each refusal is logged with its reason"
+    );
+}
+
+#[test]
 fn options_keepalives_mark_silent_members_down() {
     let slot = Slot::EdgeKeepalive;
     let carrier = "    keepalive: {method: options, interval_seconds: 1}\n";

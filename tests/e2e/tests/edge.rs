@@ -443,7 +443,7 @@ fn calls_per_second_limit_under_sipp_load() {
         .pause_ms(200)
         .timeout(Duration::from_secs(30))
         .run();
-    let stats = load.stats.clone().unwrap_or_default();
+    let stats = load.stats.unwrap_or_default();
     let log = load.messages();
     let refusals: Vec<_> = log
         .iter()

@@ -88,6 +88,9 @@ fn register_phone(lab: &Lab) {
         .arg(numbers::DID)
         .arg("-ap")
         .arg(PHONE_PASSWORD)
+        // The digest uri is the Request-URI (SIPp: `sip:` + this; default ip:port).
+        .arg("-auth_uri")
+        .arg(REALM)
         .run();
     phone.assert_success(1);
     let log = phone.messages();

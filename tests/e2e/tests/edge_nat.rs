@@ -342,6 +342,9 @@ fn nated_pbx_registers_and_calls_through_masquerade() {
         .arg(numbers::DID)
         .arg("-ap")
         .arg("phone-secret")
+        // The digest uri is the Request-URI (SIPp: `sip:` + this; default ip:port).
+        .arg("-auth_uri")
+        .arg("palisade.e2e")
         .run()
         .assert_success(1);
     palisade.wait_log("event=registered", Duration::from_secs(5));

@@ -102,8 +102,7 @@ fn through(
         )) as Box<dyn palisade_b2bua::MediaHook>
     });
     // The one clock reading of the dry run (the engine is sans-IO).
-    #[allow(clippy::disallowed_methods)]
-    let now = std::time::Instant::now();
+    let now = crate::now();
     let report = match through_engine(cfg, now, from, &args.trunk, raw, media) {
         Ok(r) => r,
         Err(e @ (DryRunError::UnknownTrunk { .. } | DryRunError::NoSourceAddress { .. })) => {

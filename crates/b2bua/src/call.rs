@@ -95,6 +95,10 @@ pub(crate) struct Leg {
     pub remote_cseq: u32,
     /// Our Contact value on this leg.
     pub contact: String,
+    /// The peer is behind a NAT (its INVITE's Via, Contact or SDP `c=`
+    /// disagreed with its source, or its registration was NATed): media
+    /// toward it must latch.
+    pub nated: bool,
 }
 
 impl Leg {

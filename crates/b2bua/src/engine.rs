@@ -1371,6 +1371,20 @@ impl Engine {
                 return self.reject(flow, msg, status, "guard");
             }
         }
+        // NAT: the caller's INVITE against its source (RFC 3581 answers
+        // and flow routing need nothing more; media must latch), and a
+        // registered callee's binding.
+        let nated =
+            cfg.nat().detect && palisade_nat::detect(&msg, flow.remote, flow.transport).nated();
+        let callee_nated = registered.is_some()
+            && self
+                .edge
+                .bindings
+                .target(&number, now)
+                .is_some_and(|b| b.nated);
+        if nated {
+            self.edge.stats.nated_calls += 1;
+        }
         if let Some(t) = registered {
             self.edge.registered_targets.insert(call_ref, t);
         }
@@ -1403,6 +1417,7 @@ impl Engine {
             next_cseq: self.ids.cseq(),
             remote_cseq: msg.cseq().seq,
             contact: contact_value(in_zone, flow.transport),
+            nated,
         };
 
         // Leg B: built from Palisade's own state only.
@@ -1443,6 +1458,7 @@ impl Engine {
             next_cseq: self.ids.cseq(),
             remote_cseq: 0,
             contact: contact_value(out_zone, first.transport),
+            nated: callee_nated,
         };
         let (a_call_id, b_call_id) = (a.call_id.clone(), b.call_id.clone());
         let offer_in_invite = msg.has_sdp();
@@ -1498,6 +1514,7 @@ impl Engine {
                 number: number.clone(),
                 a_call_id,
                 b_call_id,
+                nated,
             },
         );
         self.timers.set(
@@ -2081,6 +2098,7 @@ impl Engine {
             next_cseq: req.cseq().seq.wrapping_add(1),
             remote_cseq: 0,
             contact: String::new(),
+            nated: false,
         };
         let ua = self.cfg.node().user_agent.clone();
         let (ack, _) = leg.request(
@@ -2279,6 +2297,8 @@ impl Engine {
             from_trunk,
             to_trunk,
             from_peer: fl.flow.remote,
+            from_nated: fl.nated,
+            to_nated: tl.nated,
         };
         let sdp = self.media.sdp(now, &ctx, msg.body())?;
         Ok(Some((ct.to_owned(), sdp)))

@@ -45,6 +45,11 @@ pub struct SdpContext<'a> {
     pub to_trunk: &'a Trunk,
     /// Signalling address of the sender (a hint for latching behind NAT).
     pub from_peer: SocketAddr,
+    /// The sender is behind a NAT (detected on its INVITE or registration):
+    /// its SDP addresses are not where its media comes from.
+    pub from_nated: bool,
+    /// The receiver is behind a NAT.
+    pub to_nated: bool,
 }
 
 /// Why media could not be set up; the engine answers the offer with

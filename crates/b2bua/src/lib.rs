@@ -120,6 +120,9 @@ pub enum CallEventKind {
         a_call_id: String,
         /// Call-ID of leg B (Palisade's).
         b_call_id: String,
+        /// The caller is behind a NAT (`nat.detect`: its INVITE's Via,
+        /// Contact or SDP `c=` disagrees with the packet source).
+        nated: bool,
     },
     /// An INVITE went to a trunk member.
     Attempt {

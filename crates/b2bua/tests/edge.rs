@@ -20,9 +20,18 @@ const PHONE: &str = "127.0.0.99:40000";
 const DID: &str = "+4930123555";
 
 fn config(carrier_extra: &str, pbx_extra: &str, tail: &str) -> palisade_config::Config {
+    load(&config_text(carrier_extra, pbx_extra, tail))
+}
+
+fn load(text: &str) -> palisade_config::Config {
+    palisade_config::load_str(text, "edge.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The test topology's YAML; `zone_cac` helpers edit it.
+fn config_text(carrier_extra: &str, pbx_extra: &str, tail: &str) -> String {
     let md5 = ha1(Algorithm::Md5, DID, REALM, "s3cret");
     let sha = ha1(Algorithm::Sha256, DID, REALM, "s3cret");
-    let text = format!(
+    format!(
         "zones:
   - name: inside
     sip_address: 127.0.0.1
@@ -65,8 +74,14 @@ registrar:
       ha1_sha256: {sha}
       max_bindings: 2
 {tail}"
-    );
-    palisade_config::load_str(&text, "edge.yaml").unwrap_or_else(|e| panic!("{e}"))
+    )
+}
+
+/// `text` with `cac` on zone `zone` (`inside` or `outside`).
+fn with_zone_cac(text: &str, zone: &str, cac: &str) -> String {
+    let at = format!("  - name: {zone}\n");
+    assert!(text.contains(&at));
+    text.replacen(&at, &format!("{at}    cac: {cac}\n"), 1)
 }
 
 fn register(n: u32, contact: &str, expires: u32, auth: Option<&str>) -> String {
@@ -726,4 +741,492 @@ fn reload_adds_and_drops_registrations_and_keepalives() {
             .all(|(_, m)| !matches!(describe(m).as_str(), "REGISTER" | "OPTIONS")),
         "stopped after the reload"
     );
+}
+
+/// The first REGISTER of `n`, challenged; returns the challenges.
+fn challenged(lab: &mut Lab, n: u32, contact: &str) -> Vec<Challenge> {
+    lab.recv(INSIDE, PHONE, &register(n, contact, 120, None));
+    challenges(
+        &lab.expect(PHONE, "401/REGISTER"),
+        HeaderName::WwwAuthenticate,
+    )
+}
+
+#[test]
+fn legacy_answers_foreign_uris_and_replays_are_refused_sha256_accepted() {
+    let mut lab = lab_with(config("", "", ""));
+    let contact = "sip:+4930123555@192.168.1.50:5060";
+    let uri = format!("sip:{REALM}");
+    let chs = challenged(&mut lab, 1, contact);
+    // The RFC 2069 form (no qop, hence no nonce count): the digest is right,
+    // but Palisade offered qop=auth, and without a count the answer could
+    // be replayed for the nonce's whole life. Refused, twice.
+    let legacy = client_credentials(
+        &Challenge {
+            qop_auth: false,
+            ..chs[0].clone()
+        },
+        DID,
+        "s3cret",
+        "REGISTER",
+        &uri,
+        "x",
+        1,
+    );
+    assert_eq!(legacy.qop, None);
+    for n in [2, 3] {
+        lab.recv(
+            INSIDE,
+            PHONE,
+            &register(n, contact, 120, Some(&legacy.to_header())),
+        );
+        let r = lab.expect(PHONE, "401/REGISTER");
+        assert!(!challenges(&r, HeaderName::WwwAuthenticate)[0].stale);
+    }
+    assert_eq!(lab.engine.edge_stats().auth_failures, 2);
+    // An answer computed for another Request-URI (captured elsewhere).
+    let foreign = client_credentials(
+        &chs[0],
+        DID,
+        "s3cret",
+        "REGISTER",
+        "sip:other.example",
+        "x",
+        1,
+    );
+    lab.recv(
+        INSIDE,
+        PHONE,
+        &register(4, contact, 120, Some(&foreign.to_header())),
+    );
+    lab.expect(PHONE, "401/REGISTER");
+    assert_eq!(lab.engine.edge_stats().auth_failures, 3);
+    assert!(lab.engine.bindings_of(lab.now, DID).is_empty());
+    // SHA-256 with qop=auth: accepted; the same answer again is a replay.
+    assert_eq!(chs[1].algorithm, Algorithm::Sha256);
+    let sha = client_credentials(&chs[1], DID, "s3cret", "REGISTER", &uri, "y", 1);
+    lab.recv(
+        INSIDE,
+        PHONE,
+        &register(5, contact, 120, Some(&sha.to_header())),
+    );
+    lab.expect(PHONE, "200/REGISTER");
+    assert_eq!(lab.engine.bindings_of(lab.now, DID).len(), 1);
+    lab.recv(
+        INSIDE,
+        PHONE,
+        &register(6, contact, 120, Some(&sha.to_header())),
+    );
+    let replay = lab.expect(PHONE, "401/REGISTER");
+    assert!(challenges(&replay, HeaderName::WwwAuthenticate)[0].stale);
+    // The next count on the same nonce is fine.
+    let sha2 = client_credentials(&chs[1], DID, "s3cret", "REGISTER", &uri, "y", 2);
+    lab.recv(
+        INSIDE,
+        PHONE,
+        &register(7, contact, 120, Some(&sha2.to_header())),
+    );
+    lab.expect(PHONE, "200/REGISTER");
+    assert_eq!(lab.engine.edge_stats().auth_failures, 3);
+}
+
+/// The PBX's INVITE `n` with `creds` in Proxy-Authorization.
+fn pbx_invite_with(n: u32, creds: &palisade_digest::Credentials) -> bytes::Bytes {
+    let text = String::from_utf8(pbx_invite(n, "+4971100100", Some(PBX_SDP)).to_vec())
+        .unwrap()
+        .replace(
+            "CSeq: 1 INVITE\r\n",
+            &format!(
+                "CSeq: 2 INVITE\r\nProxy-Authorization: {}\r\n",
+                creds.to_header()
+            ),
+        );
+    bytes::Bytes::from(text)
+}
+
+#[test]
+fn challenge_inbound_accepts_only_the_trunks_own_users() {
+    let trunk_user = "pbx-trunk";
+    let extra_user = format!(
+        "    - user: {trunk_user}\n      ha1_md5: {}\n",
+        ha1(Algorithm::Md5, trunk_user, REALM, "trunk-pw")
+    );
+    let mut lab = lab_with(config(
+        "",
+        &format!("    challenge_inbound: true\n    challenge_inbound_users: [{trunk_user}]\n"),
+        &extra_user,
+    ));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(1, "+4971100100", Some(PBX_SDP)));
+    let chs = challenges(
+        &lab.expect(PBX, "407/INVITE"),
+        HeaderName::ProxyAuthenticate,
+    );
+    let uri = "sip:+4971100100@127.0.0.1:5060;user=phone";
+    // A registrar user, right password, but not this trunk's user: refused
+    // like a wrong password, and counted.
+    let phone = client_credentials(&chs[0], DID, "s3cret", "INVITE", uri, "a", 1);
+    lab.recv_msg(INSIDE, PBX, pbx_invite_with(2, &phone));
+    lab.find(PBX, "407/INVITE");
+    assert_eq!(lab.engine.edge_stats().auth_failures, 1);
+    // The trunk's user, but the digest uri of another request: refused.
+    let elsewhere = client_credentials(
+        &chs[0],
+        trunk_user,
+        "trunk-pw",
+        "INVITE",
+        "sip:+4971100999@127.0.0.1:5060;user=phone",
+        "b",
+        1,
+    );
+    lab.recv_msg(INSIDE, PBX, pbx_invite_with(3, &elsewhere));
+    lab.find(PBX, "407/INVITE");
+    assert_eq!(lab.engine.edge_stats().auth_failures, 2);
+    // The trunk's user for this Request-URI: the call goes out.
+    let good = client_credentials(&chs[0], trunk_user, "trunk-pw", "INVITE", uri, "c", 1);
+    lab.recv_msg(INSIDE, PBX, pbx_invite_with(4, &good));
+    lab.find(CARRIER1, "INVITE");
+    assert_eq!(lab.engine.edge_stats().auth_failures, 2);
+}
+
+#[test]
+fn zone_registration_limit_counts_live_bindings_only() {
+    let text = with_zone_cac(
+        &config_text("", "", ""),
+        "inside",
+        "{max_registrations: 1, reject_status: 480}",
+    );
+    let mut lab = lab_with(load(&text));
+    let uri = format!("sip:{REALM}");
+    let first = "sip:+4930123555@192.168.1.50:5060";
+    let chs = challenged(&mut lab, 1, first);
+    let auth =
+        |nc| client_credentials(&chs[1], DID, "s3cret", "REGISTER", &uri, "z", nc).to_header();
+    lab.recv(INSIDE, PHONE, &register(2, first, 30, Some(&auth(1))));
+    lab.expect(PHONE, "200/REGISTER");
+    // A second contact while the first is live: over the zone's limit,
+    // refused with the zone's status (480: no Retry-After).
+    let second = "sip:+4930123555@192.168.1.51:5060";
+    lab.recv(INSIDE, PHONE, &register(3, second, 30, Some(&auth(2))));
+    let r = lab.expect(PHONE, "480/REGISTER");
+    assert!(!r.has_header(HeaderName::RetryAfter));
+    assert_eq!(lab.engine.edge_stats().cac_rejected_registrations, 1);
+    // The first binding expires; the REGISTER arrives before the edge timer
+    // swept it (the clock moves, no timer runs): it holds no registration
+    // any more, so the second contact fits.
+    lab.now += Duration::from_secs(31);
+    assert_eq!(lab.engine.edge_stats().bindings, 1, "not swept yet");
+    let chs = challenged(&mut lab, 4, second);
+    let creds = client_credentials(&chs[1], DID, "s3cret", "REGISTER", &uri, "w", 1);
+    lab.recv(
+        INSIDE,
+        PHONE,
+        &register(5, second, 30, Some(&creds.to_header())),
+    );
+    let ok = lab.expect(PHONE, "200/REGISTER");
+    assert_eq!(
+        header(&ok, HeaderName::Contact),
+        format!("<{second}>;expires=30")
+    );
+    assert_eq!(lab.engine.edge_stats().cac_rejected_registrations, 1);
+    let evs: Vec<_> = std::iter::from_fn(|| lab.engine.poll_edge_event()).collect();
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, EdgeEvent::BindingRemoved { contact, .. } if contact == first)),
+        "the expired binding is removed from the store too: {evs:?}"
+    );
+}
+
+#[test]
+fn sha256_is_preferred_when_a_carrier_offers_both() {
+    let mut lab = lab_with(config(REGISTRATION, "", ""));
+    lab.engine.sync_edge(lab.now);
+    lab.advance(Duration::ZERO);
+    let reg = lab.expect(CARRIER1, "REGISTER");
+    let md5 = Challenge {
+        realm: "carrier.test".into(),
+        nonce: "both-nonce".into(),
+        opaque: None,
+        algorithm: Algorithm::Md5,
+        qop_auth: true,
+        stale: false,
+    };
+    let sha = Challenge {
+        algorithm: Algorithm::Sha256,
+        ..md5.clone()
+    };
+    // Another realm's SHA-256 challenge is not ours to answer.
+    let foreign = Challenge {
+        realm: "elsewhere".into(),
+        ..sha.clone()
+    };
+    // MD5 listed first, as most carriers do.
+    let mut w =
+        palisade_sip::MessageWriter::response_to(&reg, 401, "Unauthorized", None, Some("t"));
+    w.header(HeaderName::WwwAuthenticate, &foreign.to_header());
+    w.header(HeaderName::WwwAuthenticate, &md5.to_header());
+    w.header(HeaderName::WwwAuthenticate, &sha.to_header());
+    lab.recv_msg(OUTSIDE, CARRIER1, w.finish_empty());
+    let reg2 = lab.expect(CARRIER1, "REGISTER");
+    let creds =
+        palisade_digest::Credentials::parse(&header(&reg2, HeaderName::Authorization)).unwrap();
+    assert_eq!(
+        (creds.algorithm, creds.realm.as_str()),
+        (Algorithm::Sha256, "carrier.test")
+    );
+    let h1 = ha1(Algorithm::Sha256, "palisade1", "carrier.test", "trunkpw");
+    assert!(palisade_digest::verify(&creds, &h1, "REGISTER"));
+    // Only MD5 offered: MD5 it is.
+    let mut lab = lab_with(config(REGISTRATION, "", ""));
+    lab.engine.sync_edge(lab.now);
+    lab.advance(Duration::ZERO);
+    let reg = lab.expect(CARRIER1, "REGISTER");
+    let mut w =
+        palisade_sip::MessageWriter::response_to(&reg, 401, "Unauthorized", None, Some("t"));
+    w.header(HeaderName::WwwAuthenticate, &md5.to_header());
+    lab.recv_msg(OUTSIDE, CARRIER1, w.finish_empty());
+    let reg2 = lab.expect(CARRIER1, "REGISTER");
+    let creds =
+        palisade_digest::Credentials::parse(&header(&reg2, HeaderName::Authorization)).unwrap();
+    assert_eq!(creds.algorithm, Algorithm::Md5);
+
+    // The same choice on a carrier's 407 to an INVITE.
+    let mut lab = lab_with(config(
+        "    auth: {username: palisade1, password: trunkpw}\n",
+        "",
+        "",
+    ));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(1, "+4971100100", Some(PBX_SDP)));
+    let inv = lab.find(CARRIER1, "INVITE");
+    let mut w = palisade_sip::MessageWriter::response_to(
+        &inv,
+        407,
+        "Proxy Authentication Required",
+        None,
+        Some("c1"),
+    );
+    w.header(HeaderName::ProxyAuthenticate, &md5.to_header());
+    w.header(HeaderName::ProxyAuthenticate, &sha.to_header());
+    lab.recv_msg(OUTSIDE, CARRIER1, w.finish_empty());
+    let inv2 = lab.find(CARRIER1, "INVITE");
+    let creds = palisade_digest::Credentials::parse(&header(&inv2, HeaderName::ProxyAuthorization))
+        .unwrap();
+    assert_eq!(creds.algorithm, Algorithm::Sha256);
+}
+
+/// A media hook that records the NAT flags it is given (SDP as `OriginOnly`).
+#[derive(Debug, Clone, Default)]
+struct NatSeen(std::sync::Arc<std::sync::Mutex<Vec<(palisade_b2bua::Side, bool, bool)>>>);
+
+impl palisade_b2bua::MediaHook for NatSeen {
+    fn sdp(
+        &mut self,
+        now: std::time::Instant,
+        ctx: &palisade_b2bua::SdpContext<'_>,
+        sdp: &[u8],
+    ) -> Result<bytes::Bytes, palisade_b2bua::MediaRefusal> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((ctx.from, ctx.from_nated, ctx.to_nated));
+        palisade_b2bua::OriginOnly.sdp(now, ctx, sdp)
+    }
+    fn release(&mut self, _now: std::time::Instant, _call: palisade_b2bua::CallRef) {}
+}
+
+#[test]
+fn nat_is_detected_on_initial_invites_counted_logged_and_given_to_media() {
+    let mut lab = lab_with(config("", "", ""));
+    let seen = NatSeen::default();
+    lab.engine.set_media(Box::new(seen.clone()));
+    // The PBX sits behind a NAT that maps it to 127.0.0.10:5070 (the trunk
+    // member): its Via, Contact and SDP name its private address.
+    let text = String::from_utf8(pbx_invite(1, "+4971100100", Some(PBX_SDP)).to_vec())
+        .unwrap()
+        .replace("127.0.0.10", "192.168.77.10");
+    lab.recv_msg(INSIDE, PBX, bytes::Bytes::from(text));
+    let new = lab.take();
+    let trying = new
+        .iter()
+        .find(|(f, m)| f.remote == addr(PBX) && describe(m) == "100/INVITE")
+        .map(|(_, m)| m.clone())
+        .unwrap();
+    // RFC 3581: the response tells the NATed caller where it was seen from.
+    let via = header(&trying, HeaderName::Via);
+    assert!(
+        via.starts_with("SIP/2.0/UDP 192.168.77.10:5070;branch=z9hG4bK-pbx-1")
+            && via.contains(";received=127.0.0.10")
+            && via.contains(";rport=5070"),
+        "{via}"
+    );
+    let inv = new
+        .iter()
+        .find(|(f, m)| f.remote == addr(CARRIER1) && describe(m) == "INVITE")
+        .map(|(_, m)| m.clone())
+        .unwrap();
+    assert_no_leak(&inv, &["192.168.77.10"]);
+    assert!(lab.call_events().iter().any(|e| matches!(
+        e,
+        palisade_b2bua::CallEventKind::Started { nated: true, .. }
+    )));
+    assert_eq!(lab.engine.edge_stats().nated_calls, 1);
+    // The carrier answers: the final response to the PBX carries the same
+    // received/rport, and the media layer knew the PBX's leg was NATed for
+    // the offer (from it) and the answer (toward it).
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(
+            &inv,
+            200,
+            Some("c1"),
+            Some("<sip:c@127.0.0.20:5080>"),
+            Some(CARRIER_SDP),
+        ),
+    );
+    let ok = lab.find(PBX, "200/INVITE");
+    let via = header(&ok, HeaderName::Via);
+    assert!(
+        via.contains(";received=127.0.0.10") && via.contains(";rport=5070"),
+        "{via}"
+    );
+    let flags = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        flags,
+        [
+            (palisade_b2bua::Side::A, true, false),
+            (palisade_b2bua::Side::B, false, true)
+        ]
+    );
+
+    // A PBX that writes its real address is not NATed (its responses still
+    // answer rport, as RFC 3581 asks whenever the parameter is present).
+    lab.recv_msg(INSIDE, PBX, pbx_invite(2, "+4971100100", Some(PBX_SDP)));
+    let trying = lab.find(PBX, "100/INVITE");
+    let via = header(&trying, HeaderName::Via);
+    assert!(via.contains(";rport=5070"), "{via}");
+    assert_eq!(lab.engine.edge_stats().nated_calls, 1);
+    assert!(lab.call_events().iter().any(|e| matches!(
+        e,
+        palisade_b2bua::CallEventKind::Started { nated: false, .. }
+    )));
+}
+
+#[test]
+fn crlf_keepalives_to_trunk_members_expect_nothing_back() {
+    let mut lab = lab_with(config(
+        "    keepalive: {method: crlf, interval_seconds: 5}\n",
+        "",
+        "",
+    ));
+    lab.engine.sync_edge(lab.now);
+    lab.advance(Duration::from_secs(4));
+    assert!(lab.pings.is_empty(), "first ping one interval after start");
+    lab.advance(Duration::from_secs(1));
+    let mut to: Vec<_> = lab.pings.iter().map(|(f, _)| f.remote).collect();
+    to.sort();
+    assert_eq!(to, [addr(CARRIER1), addr(CARRIER2)], "one per member");
+    for (f, data) in &lab.pings {
+        assert_eq!(&data[..], b"\r\n\r\n");
+        assert_eq!(
+            (f.zone, f.transport),
+            (OUTSIDE, palisade_sip::Transport::Udp),
+            "from the trunk's zone, over the member's transport"
+        );
+    }
+    assert!(
+        lab.take().iter().all(|(_, m)| describe(m) != "OPTIONS"),
+        "no OPTIONS"
+    );
+    // Nothing ever answers a CRLF ping: members stay up, pings go on every 5 s.
+    lab.advance(Duration::from_secs(30));
+    assert_eq!(lab.pings.len(), 2 * 7);
+    let stats = lab.engine.edge_stats();
+    assert_eq!((stats.keepalive_crlf_sent, stats.keepalive_misses), (14, 0));
+    assert!(lab.engine.member_up("carrier", addr(CARRIER1)));
+    assert!(lab.engine.member_up("carrier", addr(CARRIER2)));
+    let evs: Vec<_> = std::iter::from_fn(|| lab.engine.poll_edge_event()).collect();
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e, EdgeEvent::MemberHealth { .. })),
+        "{evs:?}"
+    );
+    lab.recv_msg(INSIDE, PBX, pbx_invite(1, "+4971100100", Some(PBX_SDP)));
+    lab.find(CARRIER1, "INVITE");
+}
+
+#[test]
+fn zone_call_limits_apply_to_calls_in_either_direction() {
+    // The outside zone holds one call at a time (480 over it) and admits at
+    // most 2 new calls per second; the carrier trunk itself has no limit.
+    let text = with_zone_cac(
+        &config_text("", "", ""),
+        "outside",
+        "{max_concurrent_calls: 1, reject_status: 480}",
+    );
+    let mut lab = lab_with(load(&text));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(1, "+4971100100", Some(PBX_SDP)));
+    lab.find(CARRIER1, "INVITE");
+    // Outbound over the zone's limit.
+    lab.recv_msg(INSIDE, PBX, pbx_invite(2, "+4971100101", Some(PBX_SDP)));
+    let r = lab.find(PBX, "480/INVITE");
+    assert!(!r.has_header(HeaderName::RetryAfter));
+    // Inbound from the carrier: the same zone, the same limit (the PBX trunk
+    // and the inside zone have none).
+    let text = with_zone_cac(
+        &config_text("", "", ""),
+        "outside",
+        "{max_concurrent_calls: 1, reject_status: 480}",
+    )
+    .replace("    to_registered: true\n", "");
+    let mut inbound = lab_with(load(&text));
+    inbound.recv(OUTSIDE, CARRIER1, &carrier_invite(1, DID));
+    inbound.find(PBX, "INVITE");
+    inbound.recv(OUTSIDE, CARRIER1, &carrier_invite(2, DID));
+    inbound.find(CARRIER1, "480/INVITE");
+    assert_eq!(inbound.engine.edge_stats().cac_rejected_concurrent, 1);
+    assert!(inbound.events.iter().any(|e| matches!(
+        e,
+        palisade_b2bua::Event::Rejected {
+            reason: "cac-concurrent",
+            status: 480,
+            ..
+        }
+    )));
+    // Emergency calls pass the zone's limit too.
+    lab.recv_msg(INSIDE, PBX, pbx_invite(3, "112", Some(PBX_SDP)));
+    lab.find(CARRIER1, "INVITE");
+    assert_eq!(
+        (
+            lab.engine.edge_stats().cac_rejected_concurrent,
+            lab.engine.edge_stats().cac_emergency_exempted
+        ),
+        (1, 1)
+    );
+
+    // Calls per second on the inside zone: 503 with the configured Retry-After.
+    let text = with_zone_cac(
+        &config_text("", "", "call_admission: {retry_after_seconds: 7}\n"),
+        "inside",
+        "{max_calls_per_second: 2}",
+    );
+    let mut lab = lab_with(load(&text));
+    for i in 0..4 {
+        lab.recv_msg(INSIDE, PBX, pbx_invite(i, "+4971100100", Some(PBX_SDP)));
+    }
+    let refused: Vec<Message> = lab
+        .take()
+        .into_iter()
+        .filter(|(_, m)| describe(m) == "503/INVITE")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(refused.len(), 2);
+    assert!(
+        refused
+            .iter()
+            .all(|m| header(m, HeaderName::RetryAfter) == "7")
+    );
+    assert_eq!(lab.engine.edge_stats().cac_rejected_cps, 2);
+    lab.advance(Duration::from_secs(1));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(9, "+4971100100", Some(PBX_SDP)));
+    lab.find(CARRIER1, "INVITE");
 }

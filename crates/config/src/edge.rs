@@ -162,8 +162,9 @@ impl Registrar {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Nat {
-    /// Compare Via/Contact with the packet source to flag NATed
-    /// registrations (they get keepalives). Default true.
+    /// Compare Via/Contact (and SDP `c=`) with the packet source to flag
+    /// NATed registrations (they get keepalives) and call legs (their media
+    /// always learns). Default true.
     pub detect: bool,
     /// Keepalives toward NATed registrations. Default options every 30 s.
     pub keepalive: Keepalive,

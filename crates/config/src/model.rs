@@ -280,6 +280,11 @@ pub struct Trunk {
     pub registration: Option<crate::edge::Registration>,
     /// INVITEs from this trunk must carry digest credentials of a registrar user.
     pub challenge_inbound: bool,
+    /// The registrar users whose credentials INVITEs from this trunk may
+    /// carry (`challenge_inbound_users`). Empty on the registrar's own
+    /// trunk means every registrar user; other trunks with
+    /// `challenge_inbound` must name theirs.
+    pub challenge_inbound_users: Vec<String>,
     /// Keepalives to every member.
     pub keepalive: Option<crate::edge::Keepalive>,
     /// Call admission limits.

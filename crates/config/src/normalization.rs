@@ -68,6 +68,7 @@ pub(crate) mod raw {
         pub header_absent: Option<S<String>>,
         pub header_regex: Option<RawHeaderRegex>,
         pub number_regex: Option<S<String>>,
+        pub ruri_regex: Option<S<String>>,
         pub source_trunk: Option<S<String>>,
     }
 
@@ -367,6 +368,9 @@ pub struct RuleMatch {
     /// The dialled number (Request-URI user or tel number of a request, To
     /// number of a response) matches.
     pub number_regex: Option<Regex>,
+    /// The Request-URI as the rule sees it (after earlier rules) matches;
+    /// never matches a response.
+    pub ruri_regex: Option<Regex>,
     /// The message belongs to a call from this trunk: the trunk itself for
     /// inbound messages, the other leg's trunk for outbound ones.
     pub source_trunk: Option<TrunkId>,
@@ -1340,6 +1344,10 @@ fn rule_match(
         .number_regex
         .as_ref()
         .and_then(|r| regex(cx, r, &p("number_regex")));
+    let ruri_regex = m
+        .ruri_regex
+        .as_ref()
+        .and_then(|r| regex(cx, r, &p("ruri_regex")));
     let source_trunk = m.source_trunk.as_ref().and_then(|t| {
         let id = trunks.get(t.value.as_str()).copied();
         if id.is_none() {
@@ -1359,6 +1367,7 @@ fn rule_match(
         header_absent,
         header_regex,
         number_regex,
+        ruri_regex,
         source_trunk,
     }
 }

@@ -91,6 +91,7 @@ pub(crate) struct RawTrunk {
     pub auth: Option<S<RawTrunkAuth>>,
     pub registration: Option<S<RawRegistration>>,
     pub challenge_inbound: Option<S<bool>>,
+    pub challenge_inbound_users: Option<Vec<S<String>>>,
     pub keepalive: Option<RawKeepalive>,
     pub cac: Option<RawCac>,
     pub health: Option<S<RawHealth>>,

@@ -984,6 +984,7 @@ fn trunks(
                 auth: e.auth,
                 registration: e.registration,
                 challenge_inbound: e.challenge_inbound,
+                challenge_inbound_users: e.challenge_inbound_users,
                 keepalive: e.keepalive,
                 cac: e.cac,
             },

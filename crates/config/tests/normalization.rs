@@ -110,6 +110,13 @@ fn bad_regex_is_located() {
         "invalid regex: unclosed group",
     );
     expect_one(
+        "        - name: r\n          match: {ruri_regex: \"^(sip\"}\n          actions: [{remove_header: X-A}]\n",
+        21,
+        31,
+        "normalization.profiles[0].rules[0].match.ruri_regex",
+        "invalid regex: unclosed group",
+    );
+    expect_one(
         "        - name: r\n          actions:\n            - rewrite_header: {name: X-A, regex: \"[\", replace: x}\n",
         22,
         50,

@@ -116,7 +116,9 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
 }
 
 /// Whether `creds` prove knowledge of the password behind `ha1` for a
-/// request with `method`. The caller checks the nonce, realm and uri.
+/// request with `method`: the digest alone, in whatever form the client
+/// chose. A server uses [`verify_request`], which also holds the client to
+/// the challenge and the request; the caller checks the nonce and realm.
 pub fn verify(creds: &Credentials, ha1: &str, method: &str) -> bool {
     let expected = request_digest(
         creds.algorithm,
@@ -129,6 +131,56 @@ pub fn verify(creds: &Credentials, ha1: &str, method: &str) -> bool {
         &creds.uri,
     );
     ct_eq(&expected, &creds.response)
+}
+
+/// What a server knows when it checks credentials: the request's method
+/// and Request-URI, and whether its challenge offered `qop=auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerExpect<'a> {
+    /// The request method (`REGISTER`, `INVITE`).
+    pub method: &'a str,
+    /// The Request-URI as received: the digest `uri` must be this string.
+    pub request_uri: &'a str,
+    /// The challenge offered `qop=auth`: the RFC 2069 form (no `qop`, so no
+    /// nonce count and no replay protection) is then refused.
+    pub qop_offered: bool,
+}
+
+/// Why [`verify_request`] refused credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `qop=auth` although the challenge offered it (a downgrade to the
+    /// RFC 2069 form, whose answers can be replayed).
+    QopMissing,
+    /// The digest `uri` is not the Request-URI (an answer captured from
+    /// another request).
+    UriMismatch,
+    /// The digest does not match (wrong password or altered fields).
+    Digest,
+}
+
+/// Server-side verification (RFC 7616 section 3.4.1 and 3.5, RFC 3261
+/// section 22.4): `qop=auth` when it was offered, the digest `uri` equal
+/// to the Request-URI, then the digest itself against `ha1`. Nonce
+/// validity and nonce-count growth stay with the caller, who keeps state.
+pub fn verify_request(
+    creds: &Credentials,
+    ha1: &str,
+    expect: &ServerExpect<'_>,
+) -> Result<(), Refusal> {
+    // The digest is computed first in every case, so refusals take as long
+    // as successes.
+    let digest_ok = verify(creds, ha1, expect.method);
+    if expect.qop_offered && creds.qop.is_none() {
+        return Err(Refusal::QopMissing);
+    }
+    if creds.uri != expect.request_uri {
+        return Err(Refusal::UriMismatch);
+    }
+    if !digest_ok {
+        return Err(Refusal::Digest);
+    }
+    Ok(())
 }
 
 /// The credentials a client sends in answer to `challenge`: `qop=auth` when

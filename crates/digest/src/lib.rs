@@ -6,7 +6,9 @@
 //! Owns: parsing `WWW-Authenticate`/`Proxy-Authenticate` challenges and
 //! `Authorization`/`Proxy-Authorization` credentials (bounded, strict,
 //! never panicking), writing them, computing HA1/HA2/response for MD5 and
-//! SHA-256, checking a response against a stored HA1 in constant time, and
+//! SHA-256, checking a response against a stored HA1 in constant time (on the
+//! server side also holding the client to `qop=auth` when it was offered and
+//! the digest `uri` to the Request-URI: [`verify_request`]), and
 //! issuing and checking nonces that carry their own issue time under an
 //! HMAC-SHA256 tag ([`NonceIssuer`]), so a server keeps no per-challenge
 //! state and a nonce expires by itself.
@@ -28,7 +30,10 @@ mod error;
 mod nonce;
 mod parse;
 
-pub use compute::{Algorithm, Qop, client_credentials, ct_eq, ha1, request_digest, verify};
+pub use compute::{
+    Algorithm, Qop, Refusal, ServerExpect, client_credentials, ct_eq, ha1, request_digest, verify,
+    verify_request,
+};
 pub use error::DigestError;
 pub use nonce::{NonceCheck, NonceIssuer};
 pub use parse::{Challenge, Credentials, MAX_HEADER_BYTES, MAX_PARAMS};

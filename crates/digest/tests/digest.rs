@@ -98,6 +98,70 @@ fn rfc2069_form_without_qop() {
 }
 
 #[test]
+fn server_verification_holds_the_client_to_the_challenge_and_the_request() {
+    let h1 = ha1(Algorithm::Sha256, "alice", "r", "pw");
+    let offered = Challenge {
+        realm: "r".into(),
+        nonce: "n".into(),
+        opaque: None,
+        algorithm: Algorithm::Sha256,
+        qop_auth: true,
+        stale: false,
+    };
+    let uri = "sip:r";
+    let expect = ServerExpect {
+        method: "REGISTER",
+        request_uri: uri,
+        qop_offered: true,
+    };
+    let good = client_credentials(&offered, "alice", "pw", "REGISTER", uri, "c", 1);
+    assert_eq!(verify_request(&good, &h1, &expect), Ok(()));
+    // The RFC 2069 form (no qop, no nonce count): a valid digest, but a
+    // downgrade the server did not offer.
+    let legacy = client_credentials(
+        &Challenge {
+            qop_auth: false,
+            ..offered.clone()
+        },
+        "alice",
+        "pw",
+        "REGISTER",
+        uri,
+        "c",
+        1,
+    );
+    assert!(
+        verify(&legacy, &h1, "REGISTER"),
+        "the digest itself is right"
+    );
+    assert_eq!(
+        verify_request(&legacy, &h1, &expect),
+        Err(Refusal::QopMissing)
+    );
+    // Accepted only when the challenge had no qop.
+    let no_qop = ServerExpect {
+        qop_offered: false,
+        ..expect
+    };
+    assert_eq!(verify_request(&legacy, &h1, &no_qop), Ok(()));
+    // An answer computed for another Request-URI.
+    let other = client_credentials(&offered, "alice", "pw", "REGISTER", "sip:elsewhere", "c", 1);
+    assert!(verify(&other, &h1, "REGISTER"));
+    assert_eq!(
+        verify_request(&other, &h1, &expect),
+        Err(Refusal::UriMismatch)
+    );
+    // Wrong password, wrong method.
+    let bad = client_credentials(&offered, "alice", "nope", "REGISTER", uri, "c", 1);
+    assert_eq!(verify_request(&bad, &h1, &expect), Err(Refusal::Digest));
+    let invite = ServerExpect {
+        method: "INVITE",
+        ..expect
+    };
+    assert_eq!(verify_request(&good, &h1, &invite), Err(Refusal::Digest));
+}
+
+#[test]
 fn sha256_challenge_and_stale_flag() {
     let ch = Challenge::parse(
         "Digest realm=\"sip.example\", nonce=abc, algorithm=SHA-256, qop=\"auth\", stale=TRUE",

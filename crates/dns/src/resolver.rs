@@ -464,3 +464,170 @@ impl Task {
         true
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The AAAA path end to end through hickory: a DNS server in the test
+    //! (UDP on 127.0.0.1, an ephemeral port) answers from a table, and the
+    //! resolver task resolves a `host:` member of an IPv6 zone.
+
+    use super::*;
+    use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+    use hickory_resolver::proto::rr::rdata::{A, AAAA};
+    use hickory_resolver::proto::rr::{Name, Record};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Answers A and AAAA for `names` (NXDOMAIN otherwise) and logs every
+    /// question as `TYPE name`. Runs until the test's runtime ends.
+    async fn dns_server(
+        v4: Vec<(&'static str, Ipv4Addr)>,
+        v6: Vec<(&'static str, Ipv6Addr)>,
+    ) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&log);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let Some(query) = q.queries.first().cloned() else {
+                    continue;
+                };
+                let name = query.name().to_ascii().trim_end_matches('.').to_owned();
+                let kind = query.query_type();
+                seen.lock().unwrap().push(format!("{kind} {name}"));
+                let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+                r.metadata.message_type = MessageType::Response;
+                r.metadata.recursion_desired = q.metadata.recursion_desired;
+                r.metadata.recursion_available = true;
+                r.metadata.authoritative = true;
+                r.add_query(query.clone());
+                let owner = Name::from_ascii(format!("{name}.")).unwrap();
+                let known =
+                    v4.iter().any(|(n, _)| *n == name) || v6.iter().any(|(n, _)| *n == name);
+                match kind {
+                    RecordType::A => {
+                        for (_, ip) in v4.iter().filter(|(n, _)| *n == name) {
+                            r.add_answer(Record::from_rdata(owner.clone(), 60, RData::A(A(*ip))));
+                        }
+                    }
+                    RecordType::AAAA => {
+                        for (_, ip) in v6.iter().filter(|(n, _)| *n == name) {
+                            r.add_answer(Record::from_rdata(
+                                owner.clone(),
+                                45,
+                                RData::AAAA(AAAA(*ip)),
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+                if !known {
+                    r.metadata.response_code = ResponseCode::NXDomain;
+                }
+                let _ = sock.send_to(&r.to_vec().unwrap(), from).await;
+            }
+        });
+        (addr, log)
+    }
+
+    fn dns_cfg(server: SocketAddr) -> Dns {
+        let yaml = format!(
+            "zones:\n  - name: z\n    sip_address: 127.0.0.2\ntrunks:\n  - name: t\n    zone: z\n    members: [{{address: 127.0.0.20}}]\nroutes:\n  - name: r\n    to_trunk: t\ndns: {{servers: [\"{server}\"], timeout_ms: 500}}\n"
+        );
+        palisade_config::load_str(&yaml, "t.yaml")
+            .unwrap()
+            .dns()
+            .clone()
+    }
+
+    #[test]
+    fn aaaa_lookups_through_hickory() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (server, log) = dns_server(
+                vec![("dual.test", Ipv4Addr::new(127, 0, 0, 30))],
+                vec![
+                    ("dual.test", Ipv6Addr::LOCALHOST),
+                    ("v6only.test", "::2".parse().unwrap()),
+                ],
+            )
+            .await;
+            let h = Hickory::build(&dns_cfg(server)).unwrap();
+            assert_eq!(
+                h.ip("dual.test", true).await,
+                Answer::Records(vec![IpAddr::V6(Ipv6Addr::LOCALHOST)], 45)
+            );
+            assert_eq!(
+                h.ip("dual.test", false).await,
+                Answer::Records(vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 30))], 60)
+            );
+            // A name with AAAA only: no A records (NODATA), and the AAAA.
+            assert!(matches!(
+                h.ip("v6only.test", false).await,
+                Answer::NoRecords(_)
+            ));
+            assert_eq!(
+                h.ip("v6only.test", true).await,
+                Answer::Records(vec!["::2".parse().unwrap()], 45)
+            );
+            assert!(matches!(
+                h.ip("nope.test", true).await,
+                Answer::NoRecords(_)
+            ));
+            let asked = log.lock().unwrap().clone();
+            assert!(asked.contains(&"AAAA dual.test".to_owned()), "{asked:?}");
+            assert!(asked.contains(&"A dual.test".to_owned()), "{asked:?}");
+        });
+    }
+
+    #[test]
+    fn an_ipv6_zone_resolves_its_members_with_aaaa() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (server, log) = dns_server(
+                vec![("carrier6.test", Ipv4Addr::new(127, 0, 0, 31))],
+                vec![("carrier6.test", Ipv6Addr::LOCALHOST)],
+            )
+            .await;
+            let yaml = format!(
+                "zones:\n  - name: v6\n    sip_address: \"::1\"\ntrunks:\n  - name: carrier\n    zone: v6\n    members:\n      - host: carrier6.test\n        port: 5080\nroutes:\n  - name: r\n    to_trunk: carrier\ndns: {{servers: [\"{server}\"], timeout_ms: 500}}\n"
+            );
+            let cfg = Arc::new(palisade_config::load_str(&yaml, "t.yaml").unwrap());
+            let (tx, mut rx) = mpsc::channel(4);
+            let (_handle, task) = spawn(cfg, [1; 32], tx).unwrap();
+            let list = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(list.trunk, "carrier");
+            assert_eq!(
+                list.targets,
+                [TrunkTarget {
+                    addr: "[::1]:5080".parse().unwrap(),
+                    transport: Transport::Udp,
+                    uri_host: "carrier6.test:5080".into(),
+                    member: 0,
+                }]
+            );
+            // Only AAAA was asked: the zone is IPv6, the port explicit.
+            assert_eq!(log.lock().unwrap().clone(), ["AAAA carrier6.test"]);
+            task.abort();
+        });
+    }
+}

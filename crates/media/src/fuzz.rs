@@ -87,6 +87,8 @@ pub fn sdp(data: &[u8]) {
             from_trunk: &t[a],
             to_trunk: &t[b],
             from_peer: ([127, 0, 0, 10], 5070).into(),
+            from_nated: false,
+            to_nated: false,
         }
     };
     let steps = [

@@ -559,8 +559,8 @@ impl MediaManager {
         // Commit the stream resources.
         let latch = {
             let mut l = [Latch::Learn; 2];
-            l[idx(x)] = latch_of(px);
-            l[idx(y)] = latch_of(py);
+            l[idx(x)] = latch_of(px, ctx.from_nated);
+            l[idx(y)] = latch_of(py, ctx.to_nated);
             l
         };
         let Some(call) = self.calls.get_mut(&id) else {
@@ -876,10 +876,13 @@ impl MediaManager {
     }
 }
 
-fn latch_of(p: &TrunkMedia) -> Latch {
+/// The latching of a leg: its trunk's policy, except that a peer behind a
+/// NAT always learns (its SDP names an address its packets never come
+/// from, so strict latching would drop all of its media).
+fn latch_of(p: &TrunkMedia, nated: bool) -> Latch {
     match p.latching {
-        Latching::Learn => Latch::Learn,
-        Latching::Strict => Latch::Strict,
+        Latching::Strict if !nated => Latch::Strict,
+        _ => Latch::Learn,
     }
 }
 

@@ -74,6 +74,8 @@ struct Rig {
     cfg: Config,
     media: SharedMedia,
     relay: Recorder,
+    /// Legs A and B behind a NAT (what the engine detected).
+    nated: [bool; 2],
 }
 
 impl Rig {
@@ -85,7 +87,12 @@ impl Rig {
         let cfg = config(carrier, pbx, inside_max);
         let relay = Recorder::default();
         let media = SharedMedia::new(&cfg, Box::new(relay.clone()), [3; 32]);
-        Rig { cfg, media, relay }
+        Rig {
+            cfg,
+            media,
+            relay,
+            nated: [false; 2],
+        }
     }
 
     /// SDP from leg `from` of call `call`.
@@ -102,6 +109,10 @@ impl Rig {
             Side::A => (&z[0], &z[1], &t[0], &t[1], "127.0.0.10:5070"),
             Side::B => (&z[1], &z[0], &t[1], &t[0], "127.0.0.20:5080"),
         };
+        let (from_nated, to_nated) = match from {
+            Side::A => (self.nated[0], self.nated[1]),
+            Side::B => (self.nated[1], self.nated[0]),
+        };
         let ctx = SdpContext {
             call: CallRef(call),
             from,
@@ -112,6 +123,8 @@ impl Rig {
             from_trunk: ft,
             to_trunk: tt,
             from_peer: peer.parse().unwrap(),
+            from_nated,
+            to_nated,
         };
         self.media
             .sdp(Instant::now(), &ctx, body.as_bytes())
@@ -625,6 +638,22 @@ fn unanchorable_streams_are_disabled_and_rtcp_mux_follows_policy() {
 fn strict_latching_reaches_the_relay() {
     let mut r = Rig::new("latching: strict", "");
     r.offer(1, Side::A, PBX_OFFER);
+    let o = opens(&r.relay.take());
+    assert_eq!((o[0].1.latch, o[0].2.latch), (Latch::Learn, Latch::Strict));
+}
+
+#[test]
+fn a_nated_peer_learns_even_on_a_strict_trunk() {
+    // Both trunks strict; the PBX (leg A) is behind a NAT, the carrier is not.
+    let mut r = Rig::new("latching: strict", "latching: strict");
+    r.nated = [true, false];
+    r.offer(1, Side::A, PBX_OFFER);
+    let o = opens(&r.relay.take());
+    assert_eq!((o[0].1.latch, o[0].2.latch), (Latch::Learn, Latch::Strict));
+    // The carrier's offer toward the NATed PBX: the same per-leg choice.
+    let mut r = Rig::new("latching: strict", "latching: strict");
+    r.nated = [true, false];
+    r.offer(2, Side::B, PBX_OFFER);
     let o = opens(&r.relay.take());
     assert_eq!((o[0].1.latch, o[0].2.latch), (Latch::Learn, Latch::Strict));
 }

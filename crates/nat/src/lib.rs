@@ -1,9 +1,9 @@
 //! NAT traversal, sans-IO: finding out that a peer sits behind a NAT, and
 //! when to ping it so the NAT keeps its mapping open.
 //!
-//! Owns: [`detect`] (a request's top Via and Contact compared with the
-//! packet's source address, private and shared address ranges, RFC 3581
-//! `rport`), [`sdp_connection`] (the SDP `c=` address a peer announced, so
+//! Owns: [`detect`] (a request's top Via, Contact and SDP `c=` compared
+//! with the packet's source address, private and shared address ranges,
+//! RFC 3581 `rport`; the engine runs it on REGISTERs and initial INVITEs), [`sdp_connection`] (the SDP `c=` address a peer announced, so
 //! the media layer can latch to the real source instead), and
 //! [`KeepaliveSchedule`], the per-target clock of OPTIONS or CRLF pings
 //! with miss counting.
@@ -49,12 +49,15 @@ pub struct NatFinding {
     pub contact_mismatch: bool,
     /// The Contact names a private address while the source is not private.
     pub private_contact: bool,
+    /// The SDP body's `c=` names a private address while the source is not
+    /// private (media would be sent nowhere without latching).
+    pub private_sdp: bool,
 }
 
 impl NatFinding {
     /// Whether the peer is behind a NAT (any sign).
     pub fn nated(&self) -> bool {
-        self.via_mismatch || self.contact_mismatch || self.private_contact
+        self.via_mismatch || self.contact_mismatch || self.private_contact || self.private_sdp
     }
 }
 
@@ -69,7 +72,8 @@ fn host_port_differs(ip: Option<IpAddr>, port: u16, source: SocketAddr) -> bool 
     ip != Some(source.ip()) || port != source.port()
 }
 
-/// Compares what a request says about its sender with where it came from.
+/// Compares what a request says about its sender (top Via, first Contact,
+/// and the SDP `c=` of an SDP body) with where it came from.
 pub fn detect(msg: &Message, source: SocketAddr, transport: Transport) -> NatFinding {
     let mut f = NatFinding::default();
     if let Ok(via) = msg.top_via() {
@@ -92,6 +96,10 @@ pub fn detect(msg: &Message, source: SocketAddr, transport: Transport) -> NatFin
             host_port_differs(ip, port, source)
         };
         f.private_contact = ip.is_some_and(is_private) && !is_private(source.ip());
+    }
+    if msg.has_sdp() {
+        f.private_sdp =
+            sdp_connection(msg.body()).is_some_and(is_private) && !is_private(source.ip());
     }
     f
 }

@@ -64,6 +64,39 @@ fn detects_mismatched_and_private_addresses() {
 }
 
 #[test]
+fn an_invite_with_a_private_sdp_address_is_nated() {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 192.168.77.10\r\ns=-\r\nc=IN IP4 192.168.77.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let raw = |via: &str, contact: &str| {
+        format!(
+            "INVITE sip:1@example SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK1;rport\r\n\
+             From: <sip:a@example>;tag=1\r\nTo: <sip:1@example>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+             Contact: <{contact}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    };
+    let parse = |s: String| {
+        Message::parse(
+            Bytes::from(s),
+            &ParseLimits {
+                max_message_bytes: 65535,
+                max_headers: 64,
+            },
+        )
+        .unwrap()
+    };
+    let src: SocketAddr = "198.51.100.2:5070".parse().unwrap();
+    // A SIP-aware NAT fixed Via and Contact, but not the SDP.
+    let m = parse(raw("198.51.100.2:5070", "sip:p@198.51.100.2:5070"));
+    let f = detect(&m, src, Transport::Udp);
+    assert!(!f.via_mismatch && !f.contact_mismatch && !f.private_contact);
+    assert!(f.private_sdp && f.nated());
+    // From a private source (same LAN): private SDP is no NAT sign.
+    let lan: SocketAddr = "192.168.77.10:5070".parse().unwrap();
+    let m = parse(raw("192.168.77.10:5070", "sip:p@192.168.77.10:5070"));
+    assert!(!detect(&m, lan, Transport::Udp).nated());
+}
+
+#[test]
 fn sdp_connection_address() {
     let sdp = b"v=0\r\no=- 1 1 IN IP4 192.168.1.50\r\ns=-\r\nc=IN IP4 192.168.1.50\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
     assert_eq!(sdp_connection(sdp), Some("192.168.1.50".parse().unwrap()));

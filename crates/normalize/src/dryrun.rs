@@ -28,6 +28,15 @@ pub enum DryRunError {
         /// The configured trunks.
         known: String,
     },
+    /// `--from-trunk` names a trunk with no address a message could come
+    /// from (only DNS members and no `source_addresses`).
+    #[error(
+        "trunk `{trunk}` has no IP member and no source_addresses: nothing to receive the message from"
+    )]
+    NoSourceAddress {
+        /// The trunk.
+        trunk: String,
+    },
     // --- Input: the message is not SIP. ---
     /// The message does not parse.
     #[error("the message does not parse: {error} (line {line}, column {column})")]
@@ -39,6 +48,9 @@ pub enum DryRunError {
         /// 1-based column of the offset.
         column: usize,
     },
+    /// A response was given where the engine run needs a request.
+    #[error("the message is a response: the engine run takes a request received from the trunk")]
+    NotARequest,
 }
 
 /// What a dry run did.
@@ -140,7 +152,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// 1-based line and column of byte `offset` in `text`.
-fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
     let upto = &text[..offset.min(text.len())];
     let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
     let col = upto.iter().rev().take_while(|&&b| b != b'\n').count() + 1;

@@ -1,5 +1,7 @@
 //! Palisade's normalization: per-trunk rules that adapt messages to what
-//! each peer expects, and the dry-run behind `palisade normalize`.
+//! each peer expects, and the dry-runs behind `palisade normalize` (one
+//! trunk's stage on a message, or a message through the whole engine:
+//! [`through_engine`]).
 //!
 //! Owns: running the rule program the configuration describes (profiles of
 //! ordered rules: match conditions, then header, parameter, number, status and
@@ -29,6 +31,7 @@ pub mod fuzz;
 mod number;
 mod program;
 mod stage;
+mod through;
 mod work;
 
 pub use dryrun::{DryRun, DryRunError, dry_run, prepare_input, render_fired, unified_diff};
@@ -36,3 +39,4 @@ pub use program::{
     ANONYMOUS_FROM, Fired, PRIVACY_PROFILE, PRIVACY_RULE, Program, RuleCount, RunContext,
 };
 pub use stage::{NormalizeStage, install, rule_direction, stages_for};
+pub use through::{EngineRun, FiredOn, through_engine};

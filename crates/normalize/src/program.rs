@@ -469,6 +469,12 @@ fn matches(work: &Work<'_>, m: &RuleMatch, ctx: &RunContext<'_>) -> bool {
             _ => return false,
         }
     }
+    if let Some(re) = &m.ruri_regex {
+        match work.request_uri() {
+            Some(u) if work.is_request() && re.is_match(u) => {}
+            _ => return false,
+        }
+    }
     if let Some(t) = m.source_trunk {
         let src = match ctx.direction {
             RuleDirection::In => Some(ctx.trunk),

@@ -139,6 +139,7 @@ fn rule_match() -> impl Strategy<Value = String> {
         header_name().prop_map(|h| format!("match: {{header_present: {h}}}")),
         header_name().prop_map(|h| format!("match: {{header_absent: {h}}}")),
         regex().prop_map(|r| format!("match: {{number_regex: {r:?}}}")),
+        regex().prop_map(|r| format!("match: {{ruri_regex: {r:?}}}")),
         Just("match: {source_trunk: pbx}".to_owned()),
     ]
 }

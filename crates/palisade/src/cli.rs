@@ -73,6 +73,12 @@ pub struct NormalizeArgs {
     /// `match.source_trunk` sees).
     #[arg(long, value_name = "NAME")]
     pub source_trunk: Option<String>,
+    /// For --direction out: the message is one received from this trunk
+    /// (e.g. a PBX's INVITE as captured) and runs through the real call
+    /// engine; what Palisade sends to --trunk is printed (rebuilt Via,
+    /// Contact, Call-ID, topology hiding, both trunks' profiles).
+    #[arg(long, value_name = "NAME", conflicts_with = "source_trunk")]
+    pub from_trunk: Option<String>,
     /// Print one JSON object (message, fired rules, diff) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -275,6 +281,7 @@ mod tests {
                 direction: DirectionArg::Out,
                 file: Some(PathBuf::from("m.sip")),
                 source_trunk: None,
+                from_trunk: None,
                 json: true,
             })
         );
@@ -291,6 +298,26 @@ mod tests {
             .unwrap_err()
             .kind(),
             ErrorKind::InvalidValue
+        );
+        let from = [
+            "normalize",
+            "-c",
+            "c.yaml",
+            "--trunk",
+            "carrier",
+            "--direction",
+            "out",
+            "--from-trunk",
+            "pbx",
+        ];
+        match parse(&from).unwrap().command {
+            Command::Normalize(a) => assert_eq!(a.from_trunk.as_deref(), Some("pbx")),
+            other => panic!("{other:?}"),
+        }
+        let both = [&from[..], &["--source-trunk", "pbx"]].concat();
+        assert_eq!(
+            parse(&both).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
         );
     }
 

@@ -611,9 +611,10 @@ fn log_call_event(call: palisade_b2bua::CallRef, kind: CallEventKind) {
             number,
             a_call_id,
             b_call_id,
+            nated,
         } => info!(call = %call, event = %"started", from_trunk = %from_trunk,
             to_trunk = %to_trunk, number = %number, a_call_id = %a_call_id,
-            b_call_id = %b_call_id),
+            b_call_id = %b_call_id, nated),
         CallEventKind::Attempt { member, index } => {
             info!(call = %call, event = %"attempt", member = %member, index);
         }

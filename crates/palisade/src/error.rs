@@ -15,6 +15,8 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_BIND: u8 = 3;
 /// `normalize`: the message could not be read or does not parse.
 pub const EXIT_MESSAGE: u8 = 4;
+/// `normalize --from-trunk`: the engine did not send the message to the trunk.
+pub const EXIT_NOT_DELIVERED: u8 = 5;
 
 /// A fatal error of the binary.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,10 @@ pub enum AppError {
     /// The message does not parse.
     #[error("{0}")]
     MessageParse(palisade_normalize::DryRunError),
+    /// `normalize --from-trunk`: the engine refused or routed the message
+    /// elsewhere (the report on standard output says what it did).
+    #[error("{0}")]
+    NotDelivered(String),
 
     /// The listeners could not be started (the message names the address).
     #[error("cannot start listeners: {0}")]
@@ -107,6 +113,7 @@ impl AppError {
                 | palisade_alerts::StoreError::Transition { .. },
             ) => EXIT_CONFIG,
             AppError::MessageRead { .. } | AppError::MessageParse(_) => EXIT_MESSAGE,
+            AppError::NotDelivered(_) => EXIT_NOT_DELIVERED,
             AppError::Nftables(_) | AppError::Alerts(_) => EXIT_INTERNAL,
             AppError::Listen(TransportError::Bind { .. }) => EXIT_BIND,
             AppError::Listen(_)

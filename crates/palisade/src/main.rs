@@ -18,7 +18,8 @@
 //!
 //! Exit codes: 0 success, 1 internal error, 2 invalid configuration (and, from
 //! clap, an invalid command line), 3 a listener could not be bound, 4
-//! (`normalize`) the message cannot be read or does not parse.
+//! (`normalize`) the message cannot be read or does not parse, 5
+//! (`normalize --from-trunk`) the message did not reach the trunk.
 //!
 //! This binary is the one place that reads the clock: [`now`].
 

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use palisade_config::normalization::RuleDirection;
-use palisade_normalize::{DryRunError, dry_run};
+use palisade_normalize::{DryRunError, dry_run, through_engine};
 
 use crate::cli::{DirectionArg, NormalizeArgs};
 use crate::error::AppError;
@@ -43,6 +43,14 @@ pub fn run(args: &NormalizeArgs) -> Result<(), AppError> {
         DirectionArg::In => RuleDirection::In,
         DirectionArg::Out => RuleDirection::Out,
     };
+    if let Some(from) = &args.from_trunk {
+        if direction != RuleDirection::Out {
+            return Err(AppError::Usage(
+                "--from-trunk shows what is sent to --trunk: use --direction out".into(),
+            ));
+        }
+        return through(cfg, from, args, &raw);
+    }
     let result = dry_run(
         cfg,
         &args.trunk,
@@ -52,8 +60,10 @@ pub fn run(args: &NormalizeArgs) -> Result<(), AppError> {
     );
     let report = match result {
         Ok(r) => r,
-        Err(e @ DryRunError::UnknownTrunk { .. }) => return Err(AppError::UnknownTrunk(e)),
-        Err(e @ DryRunError::Parse { .. }) => {
+        Err(e @ (DryRunError::UnknownTrunk { .. } | DryRunError::NoSourceAddress { .. })) => {
+            return Err(AppError::UnknownTrunk(e));
+        }
+        Err(e @ (DryRunError::Parse { .. } | DryRunError::NotARequest)) => {
             let _ = what;
             return Err(AppError::MessageParse(e));
         }
@@ -64,4 +74,53 @@ pub fn run(args: &NormalizeArgs) -> Result<(), AppError> {
         print!("{}", report.text_report());
     }
     Ok(())
+}
+
+/// A relay that takes every command and does nothing: the dry run opens
+/// no sockets, but SDP is rewritten by the same media manager as in `run`.
+#[derive(Debug)]
+struct NoRelay;
+
+impl palisade_media::RelaySink for NoRelay {
+    fn send(&mut self, _cmd: palisade_relay::Command) -> Result<(), palisade_relay::Busy> {
+        Ok(())
+    }
+}
+
+/// `--from-trunk`: the message through the engine.
+fn through(
+    cfg: Arc<palisade_config::Config>,
+    from: &str,
+    args: &NormalizeArgs,
+    raw: &[u8],
+) -> Result<(), AppError> {
+    let media: Option<Box<dyn palisade_b2bua::MediaHook>> = cfg.media().anchor.then(|| {
+        Box::new(palisade_media::SharedMedia::new(
+            &cfg,
+            Box::new(NoRelay),
+            [0x33; 32],
+        )) as Box<dyn palisade_b2bua::MediaHook>
+    });
+    // The one clock reading of the dry run (the engine is sans-IO).
+    let now = crate::now();
+    let report = match through_engine(cfg, now, from, &args.trunk, raw, media) {
+        Ok(r) => r,
+        Err(e @ (DryRunError::UnknownTrunk { .. } | DryRunError::NoSourceAddress { .. })) => {
+            return Err(AppError::UnknownTrunk(e));
+        }
+        Err(e) => return Err(AppError::MessageParse(e)),
+    };
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text_report());
+    }
+    if report.delivered() {
+        Ok(())
+    } else {
+        Err(AppError::NotDelivered(format!(
+            "the message did not reach trunk {}",
+            report.trunk
+        )))
+    }
 }

@@ -508,6 +508,7 @@ fn log_stats(what: &str, r: &LoopReport, t: &TransportStats) {
         keepalive_crlf_sent = g.keepalive_crlf_sent,
         keepalive_misses = g.keepalive_misses,
         bindings_restored = g.bindings_restored,
+        nated_calls = g.nated_calls,
         "{what} (edge)"
     );
 }

@@ -298,3 +298,95 @@ fn unknown_trunk_exits_2_and_bad_message_exits_4_with_offset() {
     assert!(text.contains("stages: none"), "{text}");
     assert!(text.contains("(no change)"), "{text}");
 }
+
+fn engine_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../normalize/tests/engine-run")
+}
+
+#[test]
+fn from_trunk_runs_the_message_through_the_engine() {
+    let dir = engine_fixture();
+    let cfg = dir.join("config.yaml").display().to_string();
+    let msg = dir.join("pbx-invite.sip").display().to_string();
+    let args = [
+        "normalize",
+        "--config",
+        &cfg,
+        "--trunk",
+        "carrier",
+        "--direction",
+        "out",
+        "--from-trunk",
+        "pbx",
+        "--file",
+        &msg,
+    ];
+    let out = run(&args, None);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What the carrier gets: Palisade's own leg, the carrier's profile, and
+    // the SDP anchored by the same media manager as `run` (no sockets).
+    assert!(
+        text.starts_with("INVITE sip:071100100@127.0.0.20:5080;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK"),
+        "{text}"
+    );
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(
+        !head.contains("127.0.0.10") && !head.contains("pbx-call-1"),
+        "{head}"
+    );
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body.contains("c=IN IP4 127.0.0.2\r\n"), "{body}");
+    for want in [
+        "X-MS-SBC: Palisade/SBC/0.1\r\n",
+        "===== rules fired (received from trunk pbx at 127.0.0.10:5070, sent to trunk carrier at 127.0.0.20:5080) =====\n",
+        "note: trunk carrier registers: its REGISTER was answered 200 (simulated) so it is up\n",
+        "[pbx in] pbx-in/tidy\n  - X-Internal-Host: pbx1.corp.example\n",
+        "[carrier out] carrier-de/identity\n  + X-MS-SBC: Palisade/SBC/0.1\n",
+        "===== answered to trunk pbx =====\nSIP/2.0 100 Trying\n",
+        "-Call-ID: pbx-call-1@pbx1.corp.example\n",
+    ] {
+        assert!(text.contains(want), "{want:?} missing in:\n{text}");
+    }
+    assert!(
+        !text.contains("not-a-real-password"),
+        "credentials never printed"
+    );
+    // JSON, from standard input.
+    let mut a = args[..9].to_vec();
+    a.push("--json");
+    let out = run(&a, Some(&std::fs::read(&msg).unwrap()));
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["delivered"], true);
+    assert_eq!(v["sent_to"], "127.0.0.20:5080");
+    assert_eq!(v["fired"][0]["trunk"], "pbx");
+    assert_eq!(v["fired"][0]["direction"], "in");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("INVITE sip:071100100@")
+    );
+    // Not delivered (no route for the number): the report says why, exit 5.
+    let other = String::from_utf8(std::fs::read(&msg).unwrap())
+        .unwrap()
+        .replace("+4971100100", "+1415555");
+    let out = run(&args[..9], Some(other.as_bytes()));
+    assert_eq!(out.status.code(), Some(5));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("(nothing was sent to trunk carrier: Palisade answered 404 (no-route))"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not reach trunk carrier"));
+    // --from-trunk is about what is sent: --direction in is a usage error.
+    let mut a = args.to_vec();
+    a[6] = "in";
+    assert_eq!(run(&a, None).status.code(), Some(2));
+}

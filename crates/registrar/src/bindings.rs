@@ -153,6 +153,12 @@ impl Bindings {
         self.total
     }
 
+    /// Bindings live at `now` (what admission limits count: a binding
+    /// past its expiry but not swept yet holds no registration).
+    pub fn live(&self, now: Instant) -> usize {
+        self.iter().filter(|b| b.expires_at > now).count()
+    }
+
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
         self.total == 0
@@ -229,8 +235,33 @@ impl Bindings {
         true
     }
 
+    /// Drops `user`'s bindings expired at `now`.
+    fn purge_user(&mut self, user: &str, now: Instant) -> Vec<Change> {
+        let mut out = Vec::new();
+        if let Some(list) = self.by_user.get_mut(user) {
+            list.retain(|b| {
+                let keep = b.expires_at > now;
+                if !keep {
+                    out.push(Change::Removed {
+                        user: b.user.clone(),
+                        contact: b.contact.clone(),
+                    });
+                }
+                keep
+            });
+            if list.is_empty() {
+                self.by_user.remove(user);
+            }
+        }
+        self.total -= out.len();
+        out
+    }
+
     /// Applies a REGISTER (RFC 3261 10.3 steps 6-8). On success returns
     /// the changes to persist; the user's live bindings are then [`Bindings::lookup`].
+    /// Caps count live bindings only: the user's expired ones are dropped
+    /// first (and reported as removed), and the whole table is swept when
+    /// it would otherwise be full.
     pub fn apply(
         &mut self,
         now: Instant,
@@ -261,7 +292,8 @@ impl Bindings {
                 })
                 .collect());
         }
-        // Validate everything before changing anything.
+        // Validate everything before changing anything; bindings past
+        // their expiry count as gone.
         let mut plan: Vec<(&ContactRequest, u32)> = Vec::with_capacity(req.contacts.len());
         for c in &req.contacts {
             let asked = c
@@ -274,10 +306,16 @@ impl Bindings {
             plan.push((c, asked.min(policy.max_expires_secs)));
         }
         let existing = self.by_user.get(&req.user);
+        let live_of = |b: &&Binding| b.expires_at > now;
         let mut adds = 0usize;
         let mut removes = 0usize;
         for (c, secs) in &plan {
-            match existing.and_then(|l| l.iter().find(|b| same_uri(&b.contact, &c.uri))) {
+            let found = existing.and_then(|l| {
+                l.iter()
+                    .filter(live_of)
+                    .find(|b| same_uri(&b.contact, &c.uri))
+            });
+            match found {
                 Some(b) if b.call_id == req.call_id && req.cseq <= b.cseq => {
                     return Err(RegisterError::OutOfOrder);
                 }
@@ -287,14 +325,20 @@ impl Bindings {
                 None => {}
             }
         }
-        let current = existing.map_or(0, Vec::len);
+        let current = existing.map_or(0, |l| l.iter().filter(live_of).count());
         if adds > 0 && current + adds - removes > policy.max_bindings {
             return Err(RegisterError::TooManyBindings);
         }
-        if adds > 0 && self.total + adds - removes > self.max_total {
-            return Err(RegisterError::TableFull);
-        }
+        // The whole table counts live bindings too; sweeping the expired
+        // ones makes the room (reported as removals).
         let mut changes = Vec::new();
+        if adds > 0 && self.total + adds - removes > self.max_total {
+            if self.live(now) + adds - removes > self.max_total {
+                return Err(RegisterError::TableFull);
+            }
+            changes.extend(self.expire(now));
+        }
+        changes.extend(self.purge_user(&req.user, now));
         let list = self.by_user.entry(req.user.clone()).or_default();
         for (c, secs) in plan {
             let pos = list.iter().position(|b| same_uri(&b.contact, &c.uri));

@@ -180,6 +180,11 @@ slots! {
     /// A phone registers over TCP: CRLF keepalives and the carrier's call
     /// arrive on that same connection (RFC 5626 flow reuse).
     EdgeTcpFlow = 118,
+    // Edge gaps (140-159).
+    /// The carrier's registrar grants 4 s: Palisade refreshes (same nonce, nc=2) in time.
+    EdgeRegisterRefresh = 140,
+    /// SIPp at 10 calls/s against a 2 calls/s limit: the excess gets 503 with the configured Retry-After.
+    EdgeCacCps = 141,
 }
 
 impl Slot {

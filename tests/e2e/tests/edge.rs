@@ -88,6 +88,9 @@ fn register_phone(lab: &Lab) {
         .arg(numbers::DID)
         .arg("-ap")
         .arg(PHONE_PASSWORD)
+        // The digest uri is the Request-URI (SIPp: `sip:` + this; default ip:port).
+        .arg("-auth_uri")
+        .arg(REALM)
         .run();
     phone.assert_success(1);
     let log = phone.messages();
@@ -175,6 +178,62 @@ fn outbound_registration_with_401_then_calls_flow() {
         .run()
         .assert_success(1);
     uas.wait().assert_success(1);
+}
+
+#[test]
+fn short_granted_expiry_is_refreshed_before_it_runs_out() {
+    let slot = Slot::EdgeRegisterRefresh;
+    // Palisade asks for an hour; the registrar grants 4 s, which rules.
+    let carrier = "    auth: {username: palisade1, password: trunkpw, realm: carrier.test}\n    registration: {expires_seconds: 3600, retry_seconds: 1, max_retry_seconds: 4}\n";
+    let lab = Lab::builder(slot)
+        .config_text(yaml(slot, carrier, "", ""))
+        .start();
+    // The scenario fails unless the refresh arrives within 4 s of the 200
+    // and its credentials verify.
+    let registrar = lab
+        .carrier_primary("uas_registrar_refresh")
+        .key("username", "palisade1")
+        .key("password", "trunkpw")
+        .key("expires", "4")
+        .spawn_uas()
+        .wait();
+    registrar.assert_success(1);
+    let log = registrar.messages();
+    let regs = requests(&log, "REGISTER");
+    assert_eq!(regs.len(), 3, "first, authenticated, refresh: {regs:#?}");
+    assert!(regs[0].header("Authorization").is_none());
+    let (auth, refresh) = (
+        regs[1].header("Authorization").unwrap_or_default(),
+        regs[2].header("Authorization").unwrap_or_default(),
+    );
+    assert!(auth.contains("nc=00000001"), "{auth}");
+    // The refresh reuses the nonce with the next count (no new challenge round).
+    assert!(refresh.contains("nc=00000002"), "{refresh}");
+    let nonce = |a: &str| {
+        a.split("nonce=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(nonce(&auth), nonce(&refresh));
+    assert_eq!(regs[1].call_id(), regs[2].call_id(), "one Call-ID");
+    // Refreshed half-way through the 4 s granted.
+    let (t1, t2) = (
+        regs[1].time_of_day.unwrap_or_default(),
+        regs[2].time_of_day.unwrap_or_default(),
+    );
+    assert!(
+        (1.5..3.9).contains(&(t2 - t1)),
+        "refresh {:.2} s after the first authenticated REGISTER",
+        t2 - t1
+    );
+    assert_eq!(responses_sent(&log, 200), 2);
+    wait_for_log(&lab, "event=trunk-registered", Duration::from_secs(2));
+    assert!(
+        !lab.log().contains("event=trunk-unregistered"),
+        "the registration never lapsed:\n{}",
+        lab.log_tail(30)
+    );
 }
 
 #[test]
@@ -361,6 +420,61 @@ fn call_admission_limit_under_load_with_emergency_exemption() {
     assert_eq!(
         counted, stats.failed,
         "each refusal is counted with its reason"
+    );
+}
+
+#[test]
+fn calls_per_second_limit_under_sipp_load() {
+    let slot = Slot::EdgeCacCps;
+    let carrier = "    cac: {max_calls_per_second: 2, reject_status: 503}\n";
+    let lab = Lab::builder(slot)
+        .config_text(yaml(
+            slot,
+            carrier,
+            "",
+            "call_admission: {retry_after_seconds: 5}\n",
+        ))
+        .start();
+    let uas = lab.carrier_primary("uas_answer").calls(1000).spawn_uas();
+    // 20 calls at 10/s (2 s of load), each held 200 ms: concurrency is no
+    // limit here, the rate is. A bucket of 2 refilled at 2/s admits about 6.
+    let load = lab
+        .pbx_uac("uac_call")
+        .calls(20)
+        .rate(10)
+        .limit(20)
+        .pause_ms(200)
+        .timeout(Duration::from_secs(30))
+        .run();
+    let stats = load.stats.unwrap_or_default();
+    let log = load.messages();
+    let refusals: Vec<_> = log
+        .iter()
+        .filter(|m| m.direction == Direction::Received && m.status() == Some(503))
+        .collect();
+    assert_eq!(stats.successful + stats.failed, 20, "{stats:?}");
+    assert!((3..=9).contains(&stats.successful), "{stats:?}");
+    assert_eq!(
+        refusals.len() as u64,
+        stats.failed,
+        "every failed call is a 503"
+    );
+    assert!(
+        refusals
+            .iter()
+            .all(|m| m.header("Retry-After").as_deref() == Some("5")),
+        "every 503 carries the configured Retry-After"
+    );
+    let carrier = uas.kill();
+    let answered = requests(&carrier.messages(), "INVITE").len() as u64;
+    assert_eq!(
+        answered, stats.successful,
+        "only admitted calls reach the carrier"
+    );
+    let counted = lab.log().matches("reason=cac-cps").count() as u64;
+    assert_eq!(
+        counted, stats.failed,
+        "each refusal is logged with its reason"
     );
 }
 

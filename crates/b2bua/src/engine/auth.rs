@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use palisade_digest::{Algorithm, Challenge, Credentials, NonceCheck, client_credentials, verify};
+use palisade_digest::{
+    Algorithm, Challenge, Credentials, NonceCheck, ServerExpect, client_credentials, verify_request,
+};
 use palisade_sip::{HeaderName, Message};
 
 use super::edge::{EdgeEvent, MAX_TRACKED_NONCES};
@@ -29,6 +31,53 @@ pub(super) enum AuthResult {
     Failed(String),
 }
 
+/// Which users' credentials a request may carry.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum UserRule<'a> {
+    /// Only this user (the To user of a REGISTER).
+    Exactly(&'a str),
+    /// One of these (a trunk's `challenge_inbound_users`); empty: any
+    /// registrar user.
+    AnyOf(&'a [String]),
+}
+
+impl UserRule<'_> {
+    fn allows(&self, user: &str) -> bool {
+        match self {
+            UserRule::Exactly(u) => *u == user,
+            UserRule::AnyOf(list) => list.is_empty() || list.iter().any(|u| u == user),
+        }
+    }
+}
+
+/// The challenge to answer among `msg`'s `header`s: for `realm` (any
+/// realm when `None`), SHA-256 preferred over MD5 when the server offers
+/// both (RFC 8760 section 2.4: the client uses the strongest it supports),
+/// else the first one.
+pub(super) fn best_challenge(
+    msg: &Message,
+    header: HeaderName,
+    realm: Option<&str>,
+) -> Option<Challenge> {
+    let mut best: Option<Challenge> = None;
+    for ch in msg
+        .headers()
+        .filter(|h| h.name == header)
+        .filter_map(|h| h.value_str().ok())
+        .filter_map(|v| Challenge::parse(v).ok())
+        .filter(|ch| realm.is_none_or(|r| r == ch.realm))
+    {
+        let stronger = ch.algorithm == Algorithm::Sha256
+            && best
+                .as_ref()
+                .is_none_or(|b| b.algorithm != Algorithm::Sha256);
+        if best.is_none() || stronger {
+            best = Some(ch);
+        }
+    }
+    best
+}
+
 fn algorithm(a: palisade_config::DigestAlgorithm) -> Algorithm {
     match a {
         palisade_config::DigestAlgorithm::Md5 => Algorithm::Md5,
@@ -38,14 +87,17 @@ fn algorithm(a: palisade_config::DigestAlgorithm) -> Algorithm {
 
 impl Engine {
     /// Checks the `Authorization` (REGISTER) or `Proxy-Authorization`
-    /// (INVITE) credentials of `msg`. `expect_user`, when given, is the
-    /// only user the credentials may name (the To user of a REGISTER).
+    /// (INVITE) credentials of `msg`: a user `users` allows, our nonce,
+    /// `qop=auth` (our challenges always offer it, so the RFC 2069 form,
+    /// which has no nonce count to stop replays, is refused), the digest
+    /// `uri` equal to the Request-URI, the digest itself, and a nonce count
+    /// above any seen for that nonce.
     pub(super) fn check_credentials(
         &mut self,
         now: Instant,
         msg: &Message,
         header: HeaderName,
-        expect_user: Option<&str>,
+        users: UserRule<'_>,
     ) -> AuthResult {
         let cfg = Arc::clone(&self.cfg);
         let Some(reg) = cfg.registrar() else {
@@ -70,18 +122,24 @@ impl Engine {
             Algorithm::Sha256 => u.ha1_sha256.as_deref(),
         });
         let allowed_alg = reg.algorithms.iter().any(|a| algorithm(*a) == c.algorithm);
-        let user_ok = expect_user.is_none_or(|e| e == c.username);
+        let user_ok = users.allows(&c.username);
         // The digest is computed even for unknown users (against a dummy
         // HA1) so the work does not tell users apart.
         let dummy = "0".repeat(c.algorithm.hex_len());
-        let digest_ok = verify(&c, ha1.unwrap_or(&dummy), method) && ha1.is_some();
+        let expect = ServerExpect {
+            method,
+            request_uri: msg.request_uri_str().unwrap_or_default(),
+            qop_offered: true,
+        };
+        let digest_ok = verify_request(&c, ha1.unwrap_or(&dummy), &expect).is_ok() && ha1.is_some();
         if nonce == NonceCheck::Invalid || !digest_ok || !allowed_alg || !user_ok {
             return AuthResult::Failed(user);
         }
         if nonce == NonceCheck::Stale {
             return AuthResult::Stale;
         }
-        // Nonce counts must grow (replay protection), remembered for a bounded set of nonces.
+        // Nonce counts must grow (replay protection), remembered for a
+        // bounded set of nonces; `qop=auth` was required, so there is one.
         if let Some(nc) = c.nc {
             let seen = self.edge.nonce_counts.get(&c.nonce).copied();
             if seen.is_some_and(|s| nc <= s) {
@@ -155,10 +213,12 @@ impl Engine {
         msg: &Message,
         trunk: palisade_config::TrunkId,
     ) -> bool {
-        if !self.cfg.trunk(trunk).is_some_and(|t| t.challenge_inbound) {
+        let cfg = Arc::clone(&self.cfg);
+        let Some(t) = cfg.trunk(trunk).filter(|t| t.challenge_inbound) else {
             return false;
-        }
-        match self.check_credentials(now, msg, HeaderName::ProxyAuthorization, None) {
+        };
+        let users = UserRule::AnyOf(&t.challenge_inbound_users);
+        match self.check_credentials(now, msg, HeaderName::ProxyAuthorization, users) {
             AuthResult::Ok(_) => false,
             AuthResult::Missing => {
                 self.send_challenge(now, flow, msg, false);
@@ -221,12 +281,7 @@ impl Engine {
         if req.has_header(creds_hdr) {
             return false;
         }
-        let challenge = resp
-            .headers()
-            .filter(|h| h.name == challenge_hdr)
-            .filter_map(|h| h.value_str().ok())
-            .filter_map(|v| Challenge::parse(v).ok())
-            .find(|ch| auth.realm.as_ref().is_none_or(|r| *r == ch.realm));
+        let challenge = best_challenge(resp, challenge_hdr, auth.realm.as_deref());
         let Some(challenge) = challenge else {
             return false;
         };

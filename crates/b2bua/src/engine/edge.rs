@@ -110,6 +110,8 @@ pub struct EdgeStats {
     pub keepalive_misses: u64,
     /// Bindings restored from the store at start.
     pub bindings_restored: u64,
+    /// Calls whose caller was detected behind a NAT (initial INVITE).
+    pub nated_calls: u64,
 }
 
 /// One outbound registration.

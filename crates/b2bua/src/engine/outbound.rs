@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use palisade_digest::Challenge;
 use palisade_nat::{Health, KeepaliveMethod};
 use palisade_registrar::{Action, OutboundRegistration, RegistrationTimers};
 use palisade_sip::{HeaderName, Message, MessageWriter, Method, Transport};
@@ -191,12 +190,7 @@ impl Engine {
             } else {
                 (HeaderName::WwwAuthenticate, false)
             };
-            m.headers()
-                .filter(|h| h.name == name)
-                .filter_map(|h| h.value_str().ok())
-                .filter_map(|v| Challenge::parse(v).ok())
-                .find(|c| realm.as_ref().is_none_or(|r| *r == c.realm))
-                .map(|c| (proxy, c))
+            super::auth::best_challenge(m, name, realm.as_deref()).map(|c| (proxy, c))
         });
         // The expiry granted to our Contact, else the Expires header.
         let granted = msg.and_then(|m| {

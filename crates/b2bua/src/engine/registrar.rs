@@ -13,7 +13,7 @@ use palisade_sip::{HeaderName, Message};
 use palisade_transaction::ServerKey;
 
 use super::Engine;
-use super::auth::AuthResult;
+use super::auth::{AuthResult, UserRule};
 use super::edge::{EdgeEvent, KaTarget, ka_method};
 use crate::Flow;
 
@@ -67,7 +67,12 @@ impl Engine {
             self.respond_stateless(flow, &msg, 400, |_| {});
             return;
         };
-        match self.check_credentials(now, &msg, HeaderName::Authorization, Some(&user)) {
+        match self.check_credentials(
+            now,
+            &msg,
+            HeaderName::Authorization,
+            UserRule::Exactly(&user),
+        ) {
             AuthResult::Ok(_) => {}
             AuthResult::Missing => return self.send_challenge(now, flow, &msg, false),
             AuthResult::Stale => return self.send_challenge(now, flow, &msg, true),
@@ -118,7 +123,9 @@ impl Engine {
             })
             .count();
         if adds > 0 {
-            let total = self.edge.bindings.len();
+            // Live bindings only: one past its expiry holds no registration
+            // even before the edge timer sweeps it.
+            let total = self.edge.bindings.live(now);
             let zone_cac = cfg.zone(flow.zone).map(|z| z.cac);
             // The registrar trunk's limit, then its zone's.
             for cac in [Some(trunk.cac), zone_cac].into_iter().flatten() {

@@ -40,6 +40,8 @@ pub struct Lab {
     /// Everything the engine sent, with where it went.
     pub sent: Vec<(Flow, Message)>,
     pub events: Vec<Event>,
+    /// CRLF keepalives sent (not SIP messages), with where they went.
+    pub pings: Vec<(Flow, Bytes)>,
     cursor: usize,
 }
 
@@ -54,6 +56,7 @@ pub fn lab_with(cfg: Config) -> Lab {
         now: Instant::now(),
         sent: Vec::new(),
         events: Vec::new(),
+        pings: Vec::new(),
         cursor: 0,
     }
 }
@@ -61,6 +64,10 @@ pub fn lab_with(cfg: Config) -> Lab {
 impl Lab {
     fn drain(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
+            if !t.data.is_empty() && t.data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                self.pings.push((t.flow, t.data.clone()));
+                continue;
+            }
             let m = Message::parse(
                 t.data.clone(),
                 &ParseLimits {

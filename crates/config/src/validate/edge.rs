@@ -137,6 +137,7 @@ pub(super) struct TrunkEdge {
     pub auth: Option<TrunkAuth>,
     pub registration: Option<Registration>,
     pub challenge_inbound: bool,
+    pub challenge_inbound_users: Vec<String>,
     pub keepalive: Option<Keepalive>,
     pub cac: Cac,
 }
@@ -228,6 +229,15 @@ pub(super) fn trunk(cx: &mut Ctx, t: &RawTrunk, p: &str) -> TrunkEdge {
         auth,
         registration,
         challenge_inbound: t.challenge_inbound.as_ref().is_some_and(|v| v.value),
+        challenge_inbound_users: {
+            let mut users: Vec<String> = Vec::new();
+            for u in t.challenge_inbound_users.iter().flatten() {
+                if !users.contains(&u.value) {
+                    users.push(u.value.clone());
+                }
+            }
+            users
+        },
         keepalive: t
             .keepalive
             .as_ref()
@@ -413,8 +423,8 @@ pub(super) fn cross(
     routes: &[Route],
 ) {
     for (i, t) in raw_trunks.iter().enumerate() {
-        if let Some(c) = &t.value.challenge_inbound
-            && c.value
+        let on = t.value.challenge_inbound.as_ref().filter(|c| c.value);
+        if let Some(c) = on
             && registrar.is_none()
         {
             cx.err(
@@ -422,6 +432,41 @@ pub(super) fn cross(
                 format!("trunks[{i}].challenge_inbound"),
                 "needs a `registrar` section (its users and realm are the credentials checked)",
             );
+        }
+        let users = t
+            .value
+            .challenge_inbound_users
+            .as_deref()
+            .unwrap_or_default();
+        let is_registrar_trunk = registrar.is_some_and(|r| usize::from(r.trunk.0) == i);
+        match (on, registrar) {
+            (None, _) => {
+                if let Some(u) = users.first() {
+                    cx.err(
+                        u.referenced,
+                        format!("trunks[{i}].challenge_inbound_users"),
+                        "has no effect without `challenge_inbound: true`",
+                    );
+                }
+            }
+            (Some(c), Some(_)) if users.is_empty() && !is_registrar_trunk => cx.err(
+                c.referenced,
+                format!("trunks[{i}].challenge_inbound"),
+                "name the registrar users this trunk authenticates as in `challenge_inbound_users` \
+                 (only the registrar's own trunk may default to all of them)",
+            ),
+            (Some(_), Some(r)) => {
+                for (j, u) in users.iter().enumerate() {
+                    if r.user(&u.value).is_none() {
+                        cx.err(
+                            u.referenced,
+                            format!("trunks[{i}].challenge_inbound_users[{j}]"),
+                            format!("no registrar user named `{}`", u.value),
+                        );
+                    }
+                }
+            }
+            (Some(_), None) => {}
         }
     }
     for (i, (raw, route)) in raw_routes.iter().zip(routes).enumerate() {
@@ -753,6 +798,46 @@ routes:
             "    to_trunk: carrier\n    to_registered: true\n",
         );
         expect_one(&other, 16, "routes[0].to_registered", "registrar's trunk");
+        // challenge_inbound on another trunk than the registrar's names its users.
+        let challenged = format!(
+            "{}{REGISTRAR}",
+            with_carrier("    challenge_inbound: true\n")
+        );
+        expect_one(
+            &challenged,
+            13,
+            "trunks[1].challenge_inbound",
+            "challenge_inbound_users",
+        );
+        let named = format!(
+            "{}{REGISTRAR}",
+            with_carrier(
+                "    challenge_inbound: true\n    challenge_inbound_users: [alice, bob]\n"
+            )
+        );
+        expect_one(
+            &named,
+            14,
+            "trunks[1].challenge_inbound_users[1]",
+            "no registrar user named `bob`",
+        );
+        let c = ok(&named.replace(", bob]", ", alice]"));
+        assert_eq!(c.trunks()[1].challenge_inbound_users, ["alice"]);
+        expect_one(
+            &format!(
+                "{}{REGISTRAR}",
+                with_carrier("    challenge_inbound_users: [alice]\n")
+            ),
+            13,
+            "trunks[1].challenge_inbound_users",
+            "no effect",
+        );
+        // The registrar's own trunk defaults to every registrar user.
+        let own = format!("{BASE}{REGISTRAR}").replace(
+            "      - address: 127.0.0.10\n",
+            "      - address: 127.0.0.10\n    challenge_inbound: true\n",
+        );
+        assert!(ok(&own).trunks()[0].challenge_inbound_users.is_empty());
         expect_one(
             &format!("{BASE}call_admission:\n  emergency_numbers: [\"11a\"]\n"),
             17,

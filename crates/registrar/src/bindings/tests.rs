@@ -194,6 +194,60 @@ fn caps_per_user_and_overall() {
     );
 }
 
+#[test]
+fn caps_count_live_bindings_only() {
+    let t0 = Instant::now();
+    let mut b = Bindings::new(3);
+    b.apply(
+        t0,
+        &req(
+            "a",
+            &[("sip:1@h", Some(60)), ("sip:2@h", Some(60))],
+            None,
+            1,
+        ),
+        &POLICY,
+    )
+    .unwrap();
+    b.apply(t0, &req("b", &[("sip:9@h", Some(600))], None, 1), &POLICY)
+        .unwrap();
+    // a's two bindings expired, but no sweep ran yet.
+    let t1 = t0 + Duration::from_secs(61);
+    assert_eq!((b.len(), b.live(t1)), (3, 1));
+    // The per-user cap (2) and the table (3) count live bindings only: a
+    // new contact of a, and one of c, fit; the expired ones are reported
+    // removed so the store forgets them too.
+    let ch = b
+        .apply(t1, &req("a", &[("sip:3@h", None)], None, 2), &POLICY)
+        .unwrap();
+    let removed: Vec<&str> = ch
+        .iter()
+        .filter_map(|c| match c {
+            Change::Removed { contact, .. } => Some(contact.as_str()),
+            Change::Saved(_) => None,
+        })
+        .collect();
+    assert_eq!(removed, ["sip:1@h", "sip:2@h"]);
+    assert!(matches!(ch.last(), Some(Change::Saved(x)) if x.contact == "sip:3@h"));
+    b.apply(t1, &req("c", &[("sip:5@h", None)], None, 1), &POLICY)
+        .unwrap();
+    assert_eq!((b.len(), b.live(t1)), (3, 3));
+    assert_eq!(b.iter().count(), 3);
+    // Live and full now: refused.
+    assert_eq!(
+        b.apply(t1, &req("d", &[("sip:6@h", None)], None, 1), &POLICY),
+        Err(RegisterError::TableFull)
+    );
+    // An expired contact re-registered counts as new, with the same Call-ID
+    // and any CSeq (it is gone, not out of order).
+    let t2 = t1 + Duration::from_secs(700);
+    let ch = b
+        .apply(t2, &req("b", &[("sip:9@h", None)], None, 1), &POLICY)
+        .unwrap();
+    assert!(matches!(ch.last(), Some(Change::Saved(x)) if x.contact == "sip:9@h"));
+    assert_eq!(b.live(t2), 1);
+}
+
 proptest! {
     /// Any sequence of REGISTERs and sweeps keeps the count exact and
     /// within the caps, and a final sweep far in the future empties the table.
@@ -217,6 +271,7 @@ proptest! {
             }
             prop_assert_eq!(b.len(), b.iter().count());
             prop_assert!(b.len() <= 6);
+            prop_assert!(b.live(now) <= b.len());
             for u in 0..4 {
                 let name = format!("u{u}");
                 prop_assert!(b.lookup(&name, t0).count() <= POLICY.max_bindings);

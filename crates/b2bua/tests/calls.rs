@@ -1025,7 +1025,11 @@ fn in_dialog_request_timing_out_ends_the_call_with_bye_both_legs() {
     lab.recv_msg(
         OUTSIDE,
         CARRIER1,
-        carrier.request("INFO", Some(("application/dtmf-relay", "Signal=2\r\n")), None),
+        carrier.request(
+            "INFO",
+            Some(("application/dtmf-relay", "Signal=2\r\n")),
+            None,
+        ),
     );
     lab.find(PBX, "INFO");
     // Timer F (64*T1 = 32 s) expires on the PBX leg.
@@ -1100,7 +1104,11 @@ fn ringing_past_the_no_answer_timeout_gets_408_and_cancel() {
         }
     )));
     lab.recv_msg(OUTSIDE, CARRIER1, reply(&cancel, 200, None, None, None));
-    lab.recv_msg(OUTSIDE, CARRIER1, reply(&inv_b, 487, Some("ring"), None, None));
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(&inv_b, 487, Some("ring"), None, None),
+    );
     lab.find(CARRIER1, "ACK");
     assert_eq!(lab.engine.active_calls(), 0);
 }
@@ -1198,7 +1206,11 @@ fn unknown_in_dialog_methods_are_relayed_with_their_answers() {
     let refused = lab.find(CARRIER1, "405/FOO");
     assert_eq!(refused.reason(), b"Method Not Allowed");
     assert_no_leak(&refused, INSIDE_SECRETS);
-    assert_eq!(lab.engine.active_calls(), 1, "a refusal does not end the call");
+    assert_eq!(
+        lab.engine.active_calls(),
+        1,
+        "a refusal does not end the call"
+    );
 }
 
 #[test]
@@ -1233,7 +1245,11 @@ fn decline_and_not_found_are_relayed_without_failover() {
         let mut lab = lab();
         lab.recv_msg(INSIDE, PBX, pbx_invite(n, "+4930123456", Some(PBX_SDP)));
         let inv = lab.find(CARRIER1, "INVITE");
-        lab.recv_msg(OUTSIDE, CARRIER1, reply(&inv, status, Some("r"), None, None));
+        lab.recv_msg(
+            OUTSIDE,
+            CARRIER1,
+            reply(&inv, status, Some("r"), None, None),
+        );
         let msgs = lab.take();
         assert!(
             !msgs.iter().any(|(f, _)| f.remote == addr(CARRIER2)),
@@ -1291,7 +1307,10 @@ fn topology_to_host_route_warning_and_pass_headers() {
     assert_eq!(inv_b.from().unwrap().uri_str, "sip:+4989555000@127.0.0.2");
     assert!(!inv_b.has_header(HeaderName::Route), "Route copied");
     assert!(!inv_b.has_header(HeaderName::Warning), "Warning copied");
-    assert_eq!(inv_b.header_named("X-Billing-Ref"), Some(&b"cost-centre-42"[..]));
+    assert_eq!(
+        inv_b.header_named("X-Billing-Ref"),
+        Some(&b"cost-centre-42"[..])
+    );
     assert_eq!(inv_b.header_named("X-Secret-Ref"), None);
     assert_no_leak(&inv_b, INSIDE_SECRETS);
     // The carrier's Warning and Record-Route stay on its side too.

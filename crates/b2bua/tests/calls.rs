@@ -1379,3 +1379,31 @@ fn max_calls_caps_concurrent_calls() {
     assert!(!msgs.iter().any(|(f, _)| f.remote == addr(CARRIER1)));
     assert_eq!(lab.engine.active_calls(), 2);
 }
+
+#[test]
+fn oversize_udp_request_gets_513() {
+    let mut lab = lab();
+    let filler = "X-Filler: ".to_owned() + &"a".repeat(100) + "\n";
+    let inv = String::from_utf8(pbx_invite(47, "+4930123456", None).to_vec())
+        .unwrap()
+        .replacen(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\n{}", filler.repeat(170)),
+            1,
+        );
+    assert!(crlf(&inv).len() > 16 * 1024);
+    lab.recv(INSIDE, PBX, &inv);
+    let msgs = lab.take();
+    let r = msgs
+        .iter()
+        .find(|(f, m)| f.remote == addr(PBX) && describe(m) == "513/INVITE")
+        .expect("513 to the PBX")
+        .1
+        .clone();
+    assert_eq!(r.reason(), b"Message Too Large");
+    let warning = String::from_utf8_lossy(r.header(HeaderName::Warning).unwrap()).to_string();
+    assert!(warning.contains("16384"), "{warning}");
+    assert!(!msgs.iter().any(|(f, _)| f.remote == addr(CARRIER1)));
+    assert_eq!(lab.engine.stats().malformed_answered, 1);
+    assert_eq!(lab.engine.active_calls(), 0);
+}

@@ -68,7 +68,12 @@ pub(crate) fn bind(spec: &ListenerSpec) -> Result<std::net::UdpSocket, Transport
 
 /// Linux grants at most `net.core.[rw]mem_max` (and reports twice what it
 /// grants); say so when the kernel clamped the request.
-fn report_buffer(spec: &ListenerSpec, option: &str, requested: usize, granted: io::Result<usize>) {
+pub(crate) fn report_buffer(
+    spec: &ListenerSpec,
+    option: &str,
+    requested: usize,
+    granted: io::Result<usize>,
+) {
     match granted {
         Ok(granted) if granted < requested => tracing::warn!(
             listener = %spec.id, addr = %spec.bind, option, requested, granted,

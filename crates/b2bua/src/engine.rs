@@ -2736,6 +2736,17 @@ impl Engine {
         self.maybe_remove_call(now, c);
     }
 
+    /// The media relay closed call `call`'s sessions and measured `streams`:
+    /// emitted as the call's [`CallEventKind::MediaStats`] event, with the
+    /// same call reference as its other events. The call itself has usually
+    /// ended already (its media closes when it ends).
+    pub fn media_stats(&mut self, call: CallRef, streams: Vec<crate::StreamQuality>) {
+        if streams.is_empty() {
+            return;
+        }
+        self.call_event(call, CallEventKind::MediaStats { streams });
+    }
+
     /// Ends a call from outside the engine (media timeout, fraud rule,
     /// operator). Returns whether the call existed and was not ending yet.
     pub fn terminate_call(&mut self, now: Instant, call: CallRef, reason: EndReason) -> bool {

@@ -450,3 +450,48 @@ fn update_with_sdp_passes_the_media_hook_offer_then_answer() {
     );
     assert_eq!(released(&seen), 0);
 }
+
+#[test]
+fn media_quality_becomes_the_calls_media_stats_event() {
+    let (mut lab, _seen) = fake_media_lab(None);
+    lab.recv_msg(INSIDE, PBX, pbx_invite(65, "+4930123456", Some(PBX_SDP)));
+    let inv = lab.find(CARRIER1, "INVITE");
+    lab.recv_msg(OUTSIDE, CARRIER1, reply(&inv, 486, Some("b"), None, None));
+    let call = lab_call(&lab);
+    let q = palisade_b2bua::StreamQuality {
+        stream: 0,
+        a: palisade_b2bua::DirectionQuality {
+            packets: 100,
+            jitter_ms: 0.4,
+            rtcp_fraction_lost: Some(0.01),
+            mos: Some(4.4),
+            ..Default::default()
+        },
+        b: Default::default(),
+    };
+    lab.engine.media_stats(call, vec![q]);
+    lab.engine.media_stats(call, Vec::new());
+    lab.advance(std::time::Duration::ZERO);
+    let stats: Vec<_> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            palisade_b2bua::Event::Call(c) => match &c.kind {
+                CallEventKind::MediaStats { streams } => Some((c.call, streams.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stats,
+        vec![(call, vec![q])],
+        "one event, nothing for no streams"
+    );
+    // It follows the call's end, under the same call reference.
+    let kinds = lab.call_events();
+    assert!(matches!(
+        kinds[kinds.len() - 2],
+        CallEventKind::Ended { .. }
+    ));
+}

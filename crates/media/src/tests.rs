@@ -333,6 +333,62 @@ fn srtp_toward_the_carrier_plain_toward_the_pbx() {
     assert_eq!((e.status, e.reason), (488, "srtp-required"));
 }
 
+/// Palisade's own SDES keys: a fresh master key and salt for every leg of
+/// every call (and never the peer's), each matching what the relay encrypts
+/// with toward that leg.
+#[test]
+fn srtp_keys_are_distinct_per_leg_and_per_call() {
+    let mut r = Rig::new("srtp: required", "srtp: required");
+    let pbx_offer = PBX_OFFER.replace("RTP/AVP", "RTP/SAVP").replace(
+        "a=sendrecv",
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=sendrecv",
+    );
+    let carrier_answer = CARRIER_ANSWER.replace("RTP/AVP", "RTP/SAVP").replace(
+        "a=sendrecv",
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk\r\na=sendrecv",
+    );
+    let key_in = |sdp: &str| {
+        let line = lines(sdp)
+            .into_iter()
+            .find(|l| l.starts_with("a=crypto:"))
+            .unwrap_or_else(|| panic!("no a=crypto in {sdp}"));
+        Crypto::parse(line.strip_prefix("a=crypto:").unwrap())
+            .unwrap()
+            .key
+    };
+    let peer_keys = [key_in(&pbx_offer), key_in(&carrier_answer)];
+    let mut ours = Vec::new();
+    for call in 1..=3 {
+        let to_carrier = r.offer(call, Side::A, &pbx_offer);
+        let to_pbx = r.answer(call, Side::B, &carrier_answer);
+        let (kb, ka) = (key_in(&to_carrier), key_in(&to_pbx));
+        let cmds = r.relay.take();
+        assert_eq!(
+            update_for(&cmds, palisade_relay::Side::B).srtp_send,
+            Some(kb.clone())
+        );
+        assert_eq!(
+            update_for(&cmds, palisade_relay::Side::A).srtp_send,
+            Some(ka.clone())
+        );
+        ours.push(ka);
+        ours.push(kb);
+    }
+    for (i, k) in ours.iter().enumerate() {
+        assert!(!peer_keys.contains(k), "key {i} is a peer's");
+        for (j, other) in ours.iter().enumerate().skip(i + 1) {
+            assert_ne!(
+                k.master_key, other.master_key,
+                "keys {i} and {j} share a master key"
+            );
+            assert_ne!(
+                k.master_salt, other.master_salt,
+                "keys {i} and {j} share a salt"
+            );
+        }
+    }
+}
+
 #[test]
 fn srtp_offer_with_both_suites_and_mki_is_answered_with_one() {
     // Inbound: the carrier (Teams-like) offers SRTP with _80 and _32 and MKI;

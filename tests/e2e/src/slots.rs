@@ -163,6 +163,14 @@ slots! {
     /// A phone registers over TCP: CRLF keepalives and the carrier's call
     /// arrive on that same connection (RFC 5626 flow reuse).
     EdgeTcpFlow = 118,
+    // Core gaps (160-179).
+    /// configs/quickstart.yaml itself, on 127.0.0.x inside a network
+    /// namespace the test creates, with the README's exact SIPp commands.
+    Quickstart = 160,
+    /// SIGHUP changes a route: the answered call survives, the next call takes the new route.
+    ReloadRoute = 161,
+    /// 183 with SDP: the callee's early media reaches the PBX before the 200.
+    MediaEarly183 = 162,
 }
 
 impl Slot {

@@ -140,11 +140,9 @@ fn quickstart_config_and_readme_commands_place_a_call() {
                 .status()
                 .unwrap()
         };
-        // The carrier goes to the background (-bg) and says its PID.
-        assert!(
-            sh("carrier", &cmds[0]).success(),
-            "the carrier's sipp failed to start"
-        );
+        // The carrier goes to the background (-bg) and says its PID (the
+        // foreground sipp's exit status says nothing: it exits 1 in -bg mode).
+        let _ = sh("carrier", &cmds[0]);
         let carrier_out = std::fs::read_to_string(dir.join("carrier.stdout")).unwrap();
         let carrier_pid: u32 = carrier_out
             .split("PID=[")
@@ -208,10 +206,14 @@ fn quickstart_config_and_readme_commands_place_a_call() {
             );
         }
         // No fraud rule or admission limit of the quickstart stood in the way.
-        assert!(
-            !text.contains("event=rejected") && !text.contains("alert"),
-            "{text}"
-        );
+        for bad in [
+            "fraud alert",
+            "guard decision",
+            "request rejected",
+            "event=rejected",
+        ] {
+            assert!(!text.contains(bad), "{bad:?} in:\n{text}");
+        }
         assert!(dir.join("palisade-state/alerts.db").is_file());
 
         let _ = Command::new("kill")

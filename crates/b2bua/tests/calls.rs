@@ -1407,3 +1407,33 @@ fn oversize_udp_request_gets_513() {
     assert_eq!(lab.engine.stats().malformed_answered, 1);
     assert_eq!(lab.engine.active_calls(), 0);
 }
+
+/// What the UDP transport hands on for an oversize datagram: the first
+/// 16 KiB + 1 bytes, the head cut mid-way. Still answered 513.
+#[test]
+fn oversize_datagram_cut_by_the_transport_gets_513() {
+    let mut lab = lab();
+    let filler = "X-Filler: ".to_owned() + &"a".repeat(100) + "\n";
+    let inv = String::from_utf8(pbx_invite(48, "+4930123456", None).to_vec())
+        .unwrap()
+        .replacen(
+            "CSeq: 1 INVITE\r\n",
+            &format!("CSeq: 1 INVITE\r\n{}", filler.repeat(200)),
+            1,
+        );
+    let mut data = crlf(&inv);
+    data.truncate(16 * 1024 + 1);
+    assert!(
+        !String::from_utf8_lossy(&data).contains("\r\n\r\n"),
+        "head cut"
+    );
+    lab.recv_bytes(
+        INSIDE,
+        palisade_sip::Transport::Udp,
+        PBX,
+        bytes::Bytes::from(data),
+    );
+    let r = lab.find(PBX, "513/INVITE");
+    assert_eq!(r.call_id(), "pbx-call-48@127.0.0.10");
+    assert_eq!(lab.engine.stats().malformed_answered, 1);
+}

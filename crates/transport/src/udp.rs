@@ -146,9 +146,11 @@ fn handle_datagram(
     let counters = &inner.counters;
     bump(&counters.udp_received);
     if datagram.len() > max_message_bytes {
+        // Counted, and handed on as read (cut one byte past the cap): the
+        // engine rejects it as too large and answers 513 when its head
+        // names who to answer.
         bump(&counters.oversize);
-        tracing::debug!(%listener, %remote, "oversize UDP datagram dropped");
-        return true;
+        tracing::debug!(%listener, %remote, "oversize UDP datagram");
     }
     // Empty datagrams and bare CRLFs are NAT keepalives, not messages.
     if datagram.iter().all(|b| matches!(b, b'\r' | b'\n')) {

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use palisade_e2e::net::wait_until;
+use palisade_e2e::net::{self, wait_until};
 use palisade_e2e::netns::in_netns;
 use palisade_e2e::paths::workspace_root;
 use palisade_e2e::{Slot, palisade_bin, raw, require_tool};
@@ -150,8 +150,12 @@ fn quickstart_config_and_readme_commands_place_a_call() {
             .and_then(|r| r.split(']').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no background PID in: {carrier_out}"));
-        // Let the background SIPp bind before the call.
-        std::thread::sleep(Duration::from_millis(500));
+        // The background SIPp has bound its port before the call.
+        let carrier: SocketAddr = "127.0.0.20:5080".parse().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || net::udp_bound(carrier)),
+            "the README's carrier never bound {carrier}: {carrier_out}"
+        );
         let pbx = sh("pbx", &cmds[1]);
         let pbx_out = std::fs::read_to_string(dir.join("pbx.stdout")).unwrap_or_default();
         let carrier_done = wait_until(Duration::from_secs(10), || !pid_alive(carrier_pid));

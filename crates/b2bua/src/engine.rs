@@ -527,7 +527,20 @@ impl Engine {
             .zone(flow.zone)
             .map(|z| host_str(z.sip_address))
             .unwrap_or_default();
-        let answered = match salvage_request(data) {
+        // An oversize UDP datagram reaches us cut just past the cap, its head
+        // usually unfinished: answer (513) from the complete lines it has.
+        let cut;
+        let salvaged = match salvage_request(data) {
+            None if matches!(error.kind, palisade_sip::ErrorKind::TooLarge { .. }) => {
+                cut = data
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map(|lf| [&data[..=lf], b"\r\n"].concat());
+                cut.as_deref().and_then(salvage_request)
+            }
+            s => s,
+        };
+        let answered = match salvaged {
             Some(s) => {
                 let status = error.status_code();
                 let r = s.response(
@@ -2748,6 +2761,17 @@ impl Engine {
             },
         );
         self.maybe_remove_call(now, c);
+    }
+
+    /// The media relay closed call `call`'s sessions and measured `streams`:
+    /// emitted as the call's [`CallEventKind::MediaStats`] event, with the
+    /// same call reference as its other events. The call itself has usually
+    /// ended already (its media closes when it ends).
+    pub fn media_stats(&mut self, call: CallRef, streams: Vec<crate::StreamQuality>) {
+        if streams.is_empty() {
+            return;
+        }
+        self.call_event(call, CallEventKind::MediaStats { streams });
     }
 
     /// Ends a call from outside the engine (media timeout, fraud rule,

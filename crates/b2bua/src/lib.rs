@@ -105,8 +105,44 @@ impl EndReason {
     }
 }
 
+/// Quality of what one side sent on one stream, as the media relay measured
+/// it over the call (the relay's own statistics, in the engine's terms so
+/// the engine does not depend on the relay).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DirectionQuality {
+    /// RTP packets relayed.
+    pub packets: u64,
+    /// RTP payload bytes relayed.
+    pub bytes: u64,
+    /// Packets lost, from sequence numbers.
+    pub lost: u64,
+    /// Interarrival jitter in milliseconds (RFC 3550).
+    pub jitter_ms: f32,
+    /// Loss fraction the receiver reported in RTCP (0.0..=1.0), if any.
+    pub rtcp_fraction_lost: Option<f32>,
+    /// Jitter the receiver reported in RTCP, in milliseconds, if any.
+    pub rtcp_jitter_ms: Option<f32>,
+    /// Round-trip time from RTCP, in milliseconds, if any.
+    pub rtt_ms: Option<f32>,
+    /// Estimated MOS (E-model, simplified), if any RTP flowed.
+    pub mos: Option<f32>,
+    /// Packets dropped (wrong source, failed SRTP authentication, malformed).
+    pub dropped: u64,
+}
+
+/// Quality of one media stream (one `m=` line) of a call.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamQuality {
+    /// The media line index.
+    pub stream: u8,
+    /// What the caller's side (leg A) sent.
+    pub a: DirectionQuality,
+    /// What the callee's side (leg B) sent.
+    pub b: DirectionQuality,
+}
+
 /// Something that happened to a call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CallEventKind {
     /// A new call was accepted and routed.
     Started {
@@ -158,10 +194,17 @@ pub enum CallEventKind {
         /// Talk time in milliseconds (0 if never answered).
         duration_ms: u64,
     },
+    /// The call's media closed: quality per stream. Follows `Ended` (the
+    /// relay reports when it has closed the call's sockets); part of the
+    /// call's record for whatever consumes call events (logs, metrics).
+    MediaStats {
+        /// One entry per anchored stream.
+        streams: Vec<StreamQuality>,
+    },
 }
 
 /// A call event with the call it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CallEvent {
     /// Palisade's call reference, the same for both legs.
     pub call: CallRef,
@@ -170,7 +213,7 @@ pub struct CallEvent {
 }
 
 /// What the engine reports for logs and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A call event.
     Call(CallEvent),

@@ -963,3 +963,477 @@ fn early_media_and_out_of_order_provisionals() {
     );
     assert_eq!(lab.engine.active_calls(), 1);
 }
+
+// ----------------------------------------------------------------------
+// Vanished peers, no answer, mid-call requests, failover statuses,
+// topology, loop protection and the call cap.
+// ----------------------------------------------------------------------
+
+fn ended_with(lab: &Lab, want: EndReason) -> bool {
+    lab.call_events()
+        .iter()
+        .any(|e| matches!(e, CallEventKind::Ended { reason, .. } if *reason == want))
+}
+
+#[test]
+fn in_dialog_481_means_the_peer_vanished_bye_both_legs() {
+    let Answered {
+        mut lab, mut pbx, ..
+    } = answered_call();
+    lab.recv_msg(
+        INSIDE,
+        PBX,
+        pbx.request(
+            "INFO",
+            Some(("application/dtmf-relay", "Signal=1\r\n")),
+            None,
+        ),
+    );
+    let info = lab.find(CARRIER1, "INFO");
+    // The carrier lost the dialog (a restart, say).
+    lab.recv_msg(OUTSIDE, CARRIER1, reply(&info, 481, None, None, None));
+    let msgs = lab.take();
+    let to = |who: &str, what: &str| {
+        msgs.iter()
+            .filter(|(f, m)| f.remote == addr(who) && describe(m) == what)
+            .count()
+    };
+    assert_eq!(to(PBX, "481/INFO"), 1, "the 481 is relayed");
+    assert_eq!(to(PBX, "BYE"), 1, "the PBX's leg is closed");
+    assert_eq!(to(CARRIER1, "BYE"), 1, "the carrier's leg too");
+    assert!(ended_with(&lab, EndReason::PeerVanished));
+    let bye = lab
+        .sent
+        .iter()
+        .rev()
+        .find(|(f, m)| f.remote == addr(PBX) && describe(m) == "BYE")
+        .unwrap()
+        .1
+        .clone();
+    lab.recv_msg(INSIDE, PBX, reply(&bye, 200, None, None, None));
+    assert_eq!(lab.engine.active_calls(), 0);
+}
+
+#[test]
+fn in_dialog_request_timing_out_ends_the_call_with_bye_both_legs() {
+    let Answered {
+        mut lab,
+        mut carrier,
+        ..
+    } = answered_call();
+    // The carrier sends INFO toward the PBX, which has gone silent.
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        carrier.request(
+            "INFO",
+            Some(("application/dtmf-relay", "Signal=2\r\n")),
+            None,
+        ),
+    );
+    lab.find(PBX, "INFO");
+    // Timer F (64*T1 = 32 s) expires on the PBX leg.
+    lab.advance(Duration::from_secs(33));
+    let msgs = lab.take();
+    assert!(
+        msgs.iter()
+            .any(|(f, m)| f.remote == addr(CARRIER1) && describe(m) == "408/INFO"),
+        "the carrier gets 408 for its INFO"
+    );
+    assert!(
+        msgs.iter()
+            .any(|(f, m)| f.remote == addr(CARRIER1) && describe(m) == "BYE")
+    );
+    assert!(
+        msgs.iter()
+            .any(|(f, m)| f.remote == addr(PBX) && describe(m) == "BYE")
+    );
+    assert!(ended_with(&lab, EndReason::PeerVanished));
+}
+
+#[test]
+fn ringing_past_the_no_answer_timeout_gets_408_and_cancel() {
+    let mut lab = lab_with(quickstart_with_sip("  no_answer_timeout_seconds: 5"));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(40, "+4930123456", Some(PBX_SDP)));
+    let inv_b = lab.find(CARRIER1, "INVITE");
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(
+            &inv_b,
+            180,
+            Some("ring"),
+            Some("<sip:c@127.0.0.20:5080>"),
+            None,
+        ),
+    );
+    lab.find(PBX, "180/INVITE");
+    lab.advance(Duration::from_millis(4900));
+    assert!(
+        !lab.take()
+            .iter()
+            .any(|(_, m)| matches!(describe(m).as_str(), "CANCEL" | "408/INVITE")),
+        "nothing before the timeout"
+    );
+    lab.advance(Duration::from_millis(200));
+    let msgs = lab.take();
+    let timeout = msgs
+        .iter()
+        .find(|(f, m)| f.remote == addr(PBX) && describe(m) == "408/INVITE")
+        .expect("408 to the caller")
+        .1
+        .clone();
+    assert!(timeout.to_tag().is_some());
+    let cancel = msgs
+        .iter()
+        .find(|(f, m)| f.remote == addr(CARRIER1) && describe(m) == "CANCEL")
+        .expect("CANCEL to the callee")
+        .1
+        .clone();
+    assert_eq!(cancel.branch(), inv_b.branch());
+    assert!(
+        !msgs.iter().any(|(f, _)| f.remote == addr(CARRIER2)),
+        "no failover on no-answer"
+    );
+    assert!(lab.call_events().iter().any(|e| matches!(
+        e,
+        CallEventKind::Ended {
+            reason: EndReason::NoAnswer,
+            status: Some(408),
+            ..
+        }
+    )));
+    lab.recv_msg(OUTSIDE, CARRIER1, reply(&cancel, 200, None, None, None));
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(&inv_b, 487, Some("ring"), None, None),
+    );
+    lab.find(CARRIER1, "ACK");
+    assert_eq!(lab.engine.active_calls(), 0);
+}
+
+#[test]
+fn update_with_sdp_mid_call_is_relayed_with_its_answer() {
+    let Answered {
+        mut lab, mut pbx, ..
+    } = answered_call();
+    let hold = PBX_SDP.replace("o=pbx 111 1", "o=pbx 111 2") + "a=sendonly\r\n";
+    lab.recv_msg(
+        INSIDE,
+        PBX,
+        pbx.request(
+            "UPDATE",
+            Some(("application/sdp", &hold)),
+            Some("<sip:pbx-moved@127.0.0.10:5070>"),
+        ),
+    );
+    let up = lab.find(CARRIER1, "UPDATE");
+    assert_eq!(up.to_tag(), Some("carrier-tag"));
+    assert_eq!(up.request_uri_str(), Some("sip:carrier@127.0.0.20:5080"));
+    assert_eq!(up.content_type(), Some("application/sdp"));
+    let body = String::from_utf8_lossy(up.body()).to_string();
+    assert!(body.contains("a=sendonly\r\n"), "{body}");
+    assert!(body.contains("o=- 111 2 IN IP4 127.0.0.2\r\n"), "{body}");
+    assert_no_leak(&up, INSIDE_SECRETS);
+    let contact = up.contacts().next().unwrap().unwrap();
+    assert!(contact.uri_str.contains("127.0.0.2"), "{}", contact.uri_str);
+    let held = CARRIER_SDP.replace("o=carrier 222 1", "o=carrier 222 2") + "a=recvonly\r\n";
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(
+            &up,
+            200,
+            None,
+            Some("<sip:carrier@127.0.0.20:5080>"),
+            Some(&held),
+        ),
+    );
+    let ok = lab.find(PBX, "200/UPDATE");
+    let body = String::from_utf8_lossy(ok.body()).to_string();
+    assert!(body.contains("a=recvonly\r\n"), "{body}");
+    assert!(body.contains("o=- 222 2 IN IP4 127.0.0.1\r\n"), "{body}");
+    assert_no_leak(&ok, OUTSIDE_SECRETS);
+    // UPDATE refreshes the target: the carrier's next request reaches the new Contact.
+    let mut carrier = PeerDialog::from_uas_side(
+        &lab.sent
+            .iter()
+            .find(|(f, m)| f.remote == addr(CARRIER1) && describe(m) == "INVITE")
+            .unwrap()
+            .1
+            .clone(),
+        "carrier-tag",
+        "127.0.0.20:5080",
+    );
+    lab.recv_msg(OUTSIDE, CARRIER1, carrier.request("BYE", None, None));
+    let bye = lab.find(PBX, "BYE");
+    assert_eq!(bye.request_uri_str(), Some("sip:pbx-moved@127.0.0.10:5070"));
+}
+
+#[test]
+fn unknown_in_dialog_methods_are_relayed_with_their_answers() {
+    let Answered {
+        mut lab,
+        mut pbx,
+        mut carrier,
+        ..
+    } = answered_call();
+    // MESSAGE from the PBX, answered 202 by the carrier.
+    lab.recv_msg(
+        INSIDE,
+        PBX,
+        pbx.request("MESSAGE", Some(("text/plain", "hello carrier")), None),
+    );
+    let msg = lab.find(CARRIER1, "MESSAGE");
+    assert_eq!(msg.body(), b"hello carrier");
+    assert_eq!(msg.content_type(), Some("text/plain"));
+    assert_no_leak(&msg, INSIDE_SECRETS);
+    lab.recv_msg(OUTSIDE, CARRIER1, reply(&msg, 202, None, None, None));
+    let acc = lab.find(PBX, "202/MESSAGE");
+    assert_no_leak(&acc, OUTSIDE_SECRETS);
+    // An unknown method from the carrier, refused by the PBX with 405.
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        carrier.request("FOO", Some(("application/x-foo", "bar=1")), None),
+    );
+    let foo = lab.find(PBX, "FOO");
+    assert_eq!(foo.body(), b"bar=1");
+    assert_eq!(foo.call_id(), "pbx-call-1@127.0.0.10");
+    assert_no_leak(&foo, OUTSIDE_SECRETS);
+    lab.recv_msg(INSIDE, PBX, reply(&foo, 405, None, None, None));
+    let refused = lab.find(CARRIER1, "405/FOO");
+    assert_eq!(refused.reason(), b"Method Not Allowed");
+    assert_no_leak(&refused, INSIDE_SECRETS);
+    assert_eq!(
+        lab.engine.active_calls(),
+        1,
+        "a refusal does not end the call"
+    );
+}
+
+#[test]
+fn failover_on_408_from_the_primary() {
+    let mut lab = lab();
+    lab.recv_msg(INSIDE, PBX, pbx_invite(41, "+4930123456", Some(PBX_SDP)));
+    let inv1 = lab.find(CARRIER1, "INVITE");
+    lab.recv_msg(OUTSIDE, CARRIER1, reply(&inv1, 408, Some("t"), None, None));
+    let msgs = lab.take();
+    assert!(
+        msgs.iter()
+            .any(|(f, m)| f.remote == addr(CARRIER1) && describe(m) == "ACK")
+    );
+    assert!(
+        msgs.iter()
+            .any(|(f, m)| f.remote == addr(CARRIER2) && describe(m) == "INVITE"),
+        "408 fails over to the secondary"
+    );
+    assert!(!msgs.iter().any(|(f, _)| f.remote == addr(PBX)));
+    assert!(lab.call_events().iter().any(|e| matches!(
+        e,
+        CallEventKind::Failover {
+            status: Some(408),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn decline_and_not_found_are_relayed_without_failover() {
+    for (n, status, phrase) in [(42u32, 603u16, &b"Decline"[..]), (43, 404, b"Not Found")] {
+        let mut lab = lab();
+        lab.recv_msg(INSIDE, PBX, pbx_invite(n, "+4930123456", Some(PBX_SDP)));
+        let inv = lab.find(CARRIER1, "INVITE");
+        lab.recv_msg(
+            OUTSIDE,
+            CARRIER1,
+            reply(&inv, status, Some("r"), None, None),
+        );
+        let msgs = lab.take();
+        assert!(
+            !msgs.iter().any(|(f, _)| f.remote == addr(CARRIER2)),
+            "{status} must not fail over"
+        );
+        let r = msgs
+            .iter()
+            .find(|(f, m)| f.remote == addr(PBX) && describe(m) == format!("{status}/INVITE"))
+            .unwrap_or_else(|| panic!("{status} relayed to the PBX"))
+            .1
+            .clone();
+        assert_eq!(r.reason(), phrase);
+        assert_no_leak(&r, OUTSIDE_SECRETS);
+        assert!(lab.call_events().iter().any(|e| matches!(
+            e,
+            CallEventKind::Ended {
+                reason: EndReason::Rejected,
+                status: Some(s),
+                ..
+            } if *s == status
+        )));
+        assert_eq!(lab.engine.active_calls(), 0);
+    }
+}
+
+/// Quickstart with `pass_headers` on the carrier trunk.
+fn quickstart_passing(headers: &str) -> palisade_config::Config {
+    let text = include_str!("../../../configs/quickstart.yaml").replacen(
+        "  - name: carrier\n    zone: outside\n",
+        &format!("  - name: carrier\n    zone: outside\n    pass_headers: [{headers}]\n"),
+        1,
+    );
+    assert!(text.contains("pass_headers"), "quickstart shape changed");
+    palisade_config::load_str(&text, "quickstart.yaml").unwrap()
+}
+
+#[test]
+fn topology_to_host_route_warning_and_pass_headers() {
+    let mut lab = lab_with(quickstart_passing("X-Billing-Ref"));
+    let inv = String::from_utf8(pbx_invite(44, "+4930123456", Some(PBX_SDP)).to_vec())
+        .unwrap()
+        .replacen(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nRoute: <sip:edge1.corp.example;lr>\r\nWarning: 399 pbx1.corp.example \"internal note\"\r\nX-Billing-Ref: cost-centre-42\r\nX-Secret-Ref: do-not-cross\r\n",
+            1,
+        );
+    lab.recv(INSIDE, PBX, &inv);
+    let inv_b = lab.find(CARRIER1, "INVITE");
+    let to = inv_b.to().unwrap();
+    assert_eq!(to.uri_str, "sip:+4930123456@127.0.0.20:5080;user=phone");
+    assert_eq!(
+        inv_b.request_uri_str(),
+        Some("sip:+4930123456@127.0.0.20:5080;user=phone")
+    );
+    assert_eq!(inv_b.from().unwrap().uri_str, "sip:+4989555000@127.0.0.2");
+    assert!(!inv_b.has_header(HeaderName::Route), "Route copied");
+    assert!(!inv_b.has_header(HeaderName::Warning), "Warning copied");
+    assert_eq!(
+        inv_b.header_named("X-Billing-Ref"),
+        Some(&b"cost-centre-42"[..])
+    );
+    assert_eq!(inv_b.header_named("X-Secret-Ref"), None);
+    assert_no_leak(&inv_b, INSIDE_SECRETS);
+    // The carrier's Warning and Record-Route stay on its side too.
+    let ring = String::from_utf8(
+        reply(
+            &inv_b,
+            180,
+            Some("w"),
+            Some("<sip:c@127.0.0.20:5080>"),
+            None,
+        )
+        .to_vec(),
+    )
+    .unwrap()
+    .replacen(
+        "Server:",
+        "Warning: 399 sbc.carrier.example \"carrier note\"\r\nRecord-Route: <sip:rr.carrier.example;lr>\r\nX-Billing-Ref: carrier-ref\r\nServer:",
+        1,
+    );
+    lab.recv(OUTSIDE, CARRIER1, &ring);
+    let r = lab.find(PBX, "180/INVITE");
+    assert!(!r.has_header(HeaderName::Warning));
+    assert!(!r.has_header(HeaderName::RecordRoute));
+    assert!(!String::from_utf8_lossy(r.raw()).contains("carrier.example"));
+    // pass_headers is the destination trunk's: the PBX trunk passes nothing.
+    assert_eq!(r.header_named("X-Billing-Ref"), None);
+}
+
+#[test]
+fn max_forwards_zero_is_a_loop() {
+    let mut lab = lab();
+    let inv = String::from_utf8(pbx_invite(45, "+4930123456", None).to_vec())
+        .unwrap()
+        .replacen("Max-Forwards: 70", "Max-Forwards: 0", 1);
+    lab.recv(INSIDE, PBX, &inv);
+    let msgs = lab.take();
+    assert!(
+        msgs.iter()
+            .any(|(f, m)| f.remote == addr(PBX) && describe(m) == "483/INVITE")
+    );
+    assert!(!msgs.iter().any(|(f, _)| f.remote == addr(CARRIER1)));
+    assert_eq!(lab.engine.active_calls(), 0);
+    // One hop left: forwarded with Max-Forwards 0.
+    let inv = String::from_utf8(pbx_invite(46, "+4930123456", None).to_vec())
+        .unwrap()
+        .replacen("Max-Forwards: 70", "Max-Forwards: 1", 1);
+    lab.recv(INSIDE, PBX, &inv);
+    let inv_b = lab.find(CARRIER1, "INVITE");
+    assert_eq!(inv_b.max_forwards(), Some(0));
+}
+
+#[test]
+fn max_calls_caps_concurrent_calls() {
+    let mut lab = lab_with(quickstart_with_sip("  max_calls: 2"));
+    for n in 50..52 {
+        lab.recv_msg(INSIDE, PBX, pbx_invite(n, "+4930123456", None));
+        lab.find(CARRIER1, "INVITE");
+    }
+    lab.recv_msg(INSIDE, PBX, pbx_invite(52, "+4930123456", None));
+    let msgs = lab.take();
+    assert!(
+        msgs.iter()
+            .any(|(f, m)| f.remote == addr(PBX) && describe(m) == "503/INVITE"),
+        "third call refused"
+    );
+    assert!(!msgs.iter().any(|(f, _)| f.remote == addr(CARRIER1)));
+    assert_eq!(lab.engine.active_calls(), 2);
+}
+
+#[test]
+fn oversize_udp_request_gets_513() {
+    let mut lab = lab();
+    let filler = "X-Filler: ".to_owned() + &"a".repeat(100) + "\n";
+    let inv = String::from_utf8(pbx_invite(47, "+4930123456", None).to_vec())
+        .unwrap()
+        .replacen(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\n{}", filler.repeat(170)),
+            1,
+        );
+    assert!(crlf(&inv).len() > 16 * 1024);
+    lab.recv(INSIDE, PBX, &inv);
+    let msgs = lab.take();
+    let r = msgs
+        .iter()
+        .find(|(f, m)| f.remote == addr(PBX) && describe(m) == "513/INVITE")
+        .expect("513 to the PBX")
+        .1
+        .clone();
+    assert_eq!(r.reason(), b"Message Too Large");
+    let warning = String::from_utf8_lossy(r.header(HeaderName::Warning).unwrap()).to_string();
+    assert!(warning.contains("16384"), "{warning}");
+    assert!(!msgs.iter().any(|(f, _)| f.remote == addr(CARRIER1)));
+    assert_eq!(lab.engine.stats().malformed_answered, 1);
+    assert_eq!(lab.engine.active_calls(), 0);
+}
+
+/// What the UDP transport hands on for an oversize datagram: the first
+/// 16 KiB + 1 bytes, the head cut mid-way. Still answered 513.
+#[test]
+fn oversize_datagram_cut_by_the_transport_gets_513() {
+    let mut lab = lab();
+    let filler = "X-Filler: ".to_owned() + &"a".repeat(100) + "\n";
+    let inv = String::from_utf8(pbx_invite(48, "+4930123456", None).to_vec())
+        .unwrap()
+        .replacen(
+            "CSeq: 1 INVITE\r\n",
+            &format!("CSeq: 1 INVITE\r\n{}", filler.repeat(200)),
+            1,
+        );
+    let mut data = crlf(&inv);
+    data.truncate(16 * 1024 + 1);
+    assert!(
+        !String::from_utf8_lossy(&data).contains("\r\n\r\n"),
+        "head cut"
+    );
+    lab.recv_bytes(
+        INSIDE,
+        palisade_sip::Transport::Udp,
+        PBX,
+        bytes::Bytes::from(data),
+    );
+    let r = lab.find(PBX, "513/INVITE");
+    assert_eq!(r.call_id(), "pbx-call-48@127.0.0.10");
+    assert_eq!(lab.engine.stats().malformed_answered, 1);
+}

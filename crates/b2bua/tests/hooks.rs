@@ -305,3 +305,193 @@ fn inbound_stages_run_before_routing() {
         Some("sip:+4930123456@127.0.0.10:5070")
     );
 }
+
+fn fake_media_lab(sip: Option<&str>) -> (Lab, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut lab = match sip {
+        Some(s) => lab_with(quickstart_with_sip(s)),
+        None => lab(),
+    };
+    lab.engine.set_media(Box::new(FakeMedia {
+        seen: seen.clone(),
+        refuse_offers: false,
+    }));
+    (lab, seen)
+}
+
+fn released(seen: &Arc<Mutex<Seen>>) -> usize {
+    seen.lock().unwrap().released.len()
+}
+
+#[test]
+fn media_is_released_once_when_the_caller_cancels() {
+    let (mut lab, seen) = fake_media_lab(None);
+    let inv = pbx_invite(60, "+4930123456", Some(PBX_SDP));
+    lab.recv_msg(INSIDE, PBX, inv.clone());
+    let inv_b = lab.find(CARRIER1, "INVITE");
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(
+            &inv_b,
+            180,
+            Some("r"),
+            Some("<sip:c@127.0.0.20:5080>"),
+            None,
+        ),
+    );
+    assert_eq!(released(&seen), 0);
+    let cancel = String::from_utf8(inv.to_vec())
+        .unwrap()
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel =
+        cancel.split("Content-Type").next().unwrap().to_owned() + "Content-Length: 0\r\n\r\n";
+    lab.recv(INSIDE, PBX, &cancel);
+    lab.find(CARRIER1, "CANCEL");
+    assert_eq!(released(&seen), 1);
+    lab.recv_msg(OUTSIDE, CARRIER1, reply(&inv_b, 487, Some("r"), None, None));
+    lab.advance(std::time::Duration::from_secs(40));
+    assert_eq!(released(&seen), 1, "released exactly once");
+}
+
+#[test]
+fn media_is_released_once_on_busy_and_on_all_members_failing() {
+    // 486: final, no failover.
+    let (mut lab, seen) = fake_media_lab(None);
+    lab.recv_msg(INSIDE, PBX, pbx_invite(61, "+4930123456", Some(PBX_SDP)));
+    let inv = lab.find(CARRIER1, "INVITE");
+    lab.recv_msg(OUTSIDE, CARRIER1, reply(&inv, 486, Some("b"), None, None));
+    lab.find(PBX, "486/INVITE");
+    assert_eq!(released(&seen), 1);
+    // 503 from both members: the failover keeps the media; the end releases it.
+    let (mut lab, seen) = fake_media_lab(None);
+    lab.recv_msg(INSIDE, PBX, pbx_invite(62, "+4930123456", Some(PBX_SDP)));
+    let inv1 = lab.find(CARRIER1, "INVITE");
+    lab.recv_msg(OUTSIDE, CARRIER1, reply(&inv1, 503, Some("x"), None, None));
+    let inv2 = lab.find(CARRIER2, "INVITE");
+    assert_eq!(released(&seen), 0, "failover keeps the call's media");
+    lab.recv_msg(OUTSIDE, CARRIER2, reply(&inv2, 503, Some("y"), None, None));
+    lab.find(PBX, "500/INVITE");
+    assert_eq!(released(&seen), 1);
+    lab.advance(std::time::Duration::from_secs(40));
+    assert_eq!(released(&seen), 1);
+}
+
+#[test]
+fn media_is_released_once_on_the_no_answer_timeout() {
+    let (mut lab, seen) = fake_media_lab(Some("  no_answer_timeout_seconds: 3"));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(63, "+4930123456", Some(PBX_SDP)));
+    let inv = lab.find(CARRIER1, "INVITE");
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(&inv, 180, Some("r"), Some("<sip:c@127.0.0.20:5080>"), None),
+    );
+    lab.advance(std::time::Duration::from_secs(2));
+    assert_eq!(released(&seen), 0);
+    lab.advance(std::time::Duration::from_secs(2));
+    assert_eq!(released(&seen), 1);
+    assert!(matches!(
+        lab.call_events().last(),
+        Some(CallEventKind::Ended {
+            reason: EndReason::NoAnswer,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn update_with_sdp_passes_the_media_hook_offer_then_answer() {
+    let (mut lab, seen) = fake_media_lab(None);
+    let inv = pbx_invite(64, "+4930123456", Some(PBX_SDP));
+    lab.recv_msg(INSIDE, PBX, inv.clone());
+    let inv_b = lab.find(CARRIER1, "INVITE");
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(
+            &inv_b,
+            200,
+            Some("t"),
+            Some("<sip:c@127.0.0.20:5080>"),
+            Some(CARRIER_SDP),
+        ),
+    );
+    let ok = lab.find(PBX, "200/INVITE");
+    let mut pbx = PeerDialog::from_uac_side(&inv, &ok, "127.0.0.10:5070");
+    lab.recv_msg(INSIDE, PBX, pbx.ack(1, None));
+    seen.lock().unwrap().sdp.clear();
+    let hold = PBX_SDP.replace("o=pbx 111 1", "o=pbx 111 2") + "a=sendonly\r\n";
+    lab.recv_msg(
+        INSIDE,
+        PBX,
+        pbx.request("UPDATE", Some(("application/sdp", &hold)), None),
+    );
+    let up = lab.find(CARRIER1, "UPDATE");
+    assert!(String::from_utf8_lossy(up.body()).ends_with("a=sendonly\r\na=x-anchored:outside\r\n"));
+    lab.recv_msg(
+        OUTSIDE,
+        CARRIER1,
+        reply(
+            &up,
+            200,
+            None,
+            Some("<sip:c@127.0.0.20:5080>"),
+            Some(CARRIER_SDP),
+        ),
+    );
+    let ok = lab.find(PBX, "200/UPDATE");
+    assert!(String::from_utf8_lossy(ok.body()).ends_with("a=x-anchored:inside\r\n"));
+    use palisade_b2bua::Side::{A, B};
+    assert_eq!(
+        seen.lock().unwrap().sdp,
+        vec![(A, SdpKind::Offer, false), (B, SdpKind::Answer, false)]
+    );
+    assert_eq!(released(&seen), 0);
+}
+
+#[test]
+fn media_quality_becomes_the_calls_media_stats_event() {
+    let (mut lab, _seen) = fake_media_lab(None);
+    lab.recv_msg(INSIDE, PBX, pbx_invite(65, "+4930123456", Some(PBX_SDP)));
+    let inv = lab.find(CARRIER1, "INVITE");
+    lab.recv_msg(OUTSIDE, CARRIER1, reply(&inv, 486, Some("b"), None, None));
+    let call = lab_call(&lab);
+    let q = palisade_b2bua::StreamQuality {
+        stream: 0,
+        a: palisade_b2bua::DirectionQuality {
+            packets: 100,
+            jitter_ms: 0.4,
+            rtcp_fraction_lost: Some(0.01),
+            mos: Some(4.4),
+            ..Default::default()
+        },
+        b: Default::default(),
+    };
+    lab.engine.media_stats(call, vec![q]);
+    lab.engine.media_stats(call, Vec::new());
+    lab.advance(std::time::Duration::ZERO);
+    let stats: Vec<_> = lab
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            palisade_b2bua::Event::Call(c) => match &c.kind {
+                CallEventKind::MediaStats { streams } => Some((c.call, streams.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stats,
+        vec![(call, vec![q])],
+        "one event, nothing for no streams"
+    );
+    // It follows the call's end, under the same call reference.
+    let kinds = lab.call_events();
+    assert!(matches!(
+        kinds[kinds.len() - 2],
+        CallEventKind::Ended { .. }
+    ));
+}

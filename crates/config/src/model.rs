@@ -80,6 +80,9 @@ pub struct Sip {
     pub udp_receive_buffer_bytes: usize,
     /// `SO_SNDBUF` for UDP sockets. Default 4194304.
     pub udp_send_buffer_bytes: usize,
+    /// `SO_RCVBUF` of each TCP listening socket, set before `listen()` so
+    /// accepted connections inherit it; 0 keeps Linux's autotuning. Default 1048576.
+    pub tcp_receive_buffer_bytes: usize,
     /// Close a TCP connection idle this long. `tcp_idle_timeout_seconds`, default 600 s.
     pub tcp_idle_timeout: Duration,
     /// Cap on open TCP connections (inbound and outbound). Default 4096.

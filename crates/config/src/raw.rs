@@ -53,6 +53,7 @@ pub(crate) struct RawSip {
     pub max_calls: Option<S<u64>>,
     pub udp_receive_buffer_bytes: Option<S<u64>>,
     pub udp_send_buffer_bytes: Option<S<u64>>,
+    pub tcp_receive_buffer_bytes: Option<S<u64>>,
     pub tcp_idle_timeout_seconds: Option<S<u64>>,
     pub tcp_max_connections: Option<S<u64>>,
     pub tcp_connect_timeout_ms: Option<S<u64>>,

@@ -61,6 +61,11 @@ impl Config {
             &n.udp_send_buffer_bytes,
         );
         cmp(
+            "sip.tcp_receive_buffer_bytes",
+            &o.tcp_receive_buffer_bytes,
+            &n.tcp_receive_buffer_bytes,
+        );
+        cmp(
             "sip.tcp_max_connections",
             &o.tcp_max_connections,
             &n.tcp_max_connections,

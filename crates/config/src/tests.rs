@@ -85,6 +85,7 @@ fn minimal_document_takes_every_default() {
     assert_eq!(s.max_calls, 100_000);
     assert_eq!(s.udp_receive_buffer_bytes, 8_388_608);
     assert_eq!(s.udp_send_buffer_bytes, 4_194_304);
+    assert_eq!(s.tcp_receive_buffer_bytes, 1_048_576);
     assert_eq!(s.tcp_idle_timeout, Duration::from_secs(600));
     assert_eq!(s.tcp_max_connections, 4096);
     assert_eq!(s.tcp_connect_timeout, Duration::from_millis(2000));
@@ -426,6 +427,7 @@ fn every_sip_number_is_range_checked() {
         ("max_calls", 0),
         ("udp_receive_buffer_bytes", 4095),
         ("udp_send_buffer_bytes", 1_073_741_825),
+        ("tcp_receive_buffer_bytes", 1_073_741_825),
         ("tcp_idle_timeout_seconds", 86_401),
         ("tcp_max_connections", 0),
         ("tcp_connect_timeout_ms", 99),

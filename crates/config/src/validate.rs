@@ -125,6 +125,11 @@ const UDP_SNDBUF: Num = Num {
     default: 4_194_304,
     range: 4096..=1_073_741_824,
 };
+const TCP_RCVBUF: Num = Num {
+    key: "tcp_receive_buffer_bytes",
+    default: 1_048_576,
+    range: 0..=1_073_741_824,
+};
 const TCP_IDLE_S: Num = Num {
     key: "tcp_idle_timeout_seconds",
     default: 600,
@@ -508,6 +513,11 @@ fn sip(cx: &mut Ctx, raw: &RawSip) -> Sip {
             raw.udp_send_buffer_bytes.as_ref(),
             s,
             &UDP_SNDBUF,
+        )),
+        tcp_receive_buffer_bytes: clamp_usize(cx.num(
+            raw.tcp_receive_buffer_bytes.as_ref(),
+            s,
+            &TCP_RCVBUF,
         )),
         tcp_idle_timeout: Duration::from_secs(cx.num(
             raw.tcp_idle_timeout_seconds.as_ref(),

@@ -40,9 +40,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
-use palisade_b2bua::{CallRef, MediaHook, MediaRefusal, SdpContext};
+use palisade_b2bua::{
+    CallRef, DirectionQuality, MediaHook, MediaRefusal, SdpContext, StreamQuality,
+};
 use palisade_config::{Config, ZoneId};
-use palisade_relay::Report;
+use palisade_relay::{DirectionStats, Report, StreamStats};
 
 pub use crypto::{Crypto, suite_name};
 pub use error::{MediaError, SdpError};
@@ -105,6 +107,32 @@ impl MediaHook for SharedMedia {
     fn release(&mut self, now: Instant, call: CallRef) {
         self.lock().release(now, call);
     }
+}
+
+/// The relay's final statistics in the engine's terms, for
+/// [`palisade_b2bua::Engine::media_stats`].
+pub fn quality(streams: &[StreamStats]) -> Vec<StreamQuality> {
+    fn dir(d: &DirectionStats) -> DirectionQuality {
+        DirectionQuality {
+            packets: d.packets,
+            bytes: d.bytes,
+            lost: d.lost,
+            jitter_ms: d.jitter_ms,
+            rtcp_fraction_lost: d.rtcp_fraction_lost,
+            rtcp_jitter_ms: d.rtcp_jitter_ms,
+            rtt_ms: d.rtt_ms,
+            mos: d.mos,
+            dropped: d.dropped,
+        }
+    }
+    streams
+        .iter()
+        .map(|s| StreamQuality {
+            stream: s.stream,
+            a: dir(&s.from_a),
+            b: dir(&s.from_b),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,10 +10,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_b2bua::{CallEventKind, CallRef, EndReason, Engine, EngineStats, Event};
+use palisade_b2bua::{
+    CallEventKind, CallRef, EndReason, Engine, EngineStats, Event, StreamQuality,
+};
 use palisade_config::Config;
 use palisade_media::MediaStats;
-use palisade_relay::{DirectionStats, RelayStats, Report};
+use palisade_relay::{RelayStats, Report};
 use palisade_transport::{Outgoing, Received, Transports};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
@@ -327,9 +329,10 @@ impl EngineLoop {
                     "a media port is taken by another process");
             }
             Report::Closed { streams, .. } => {
-                for s in &streams {
-                    log_media_stats(call, s.stream, &s.from_a, &s.from_b);
-                }
+                // Into the call's record (a MediaStats call event, logged
+                // with the call's other events).
+                self.engine
+                    .media_stats(call, palisade_media::quality(&streams));
             }
         }
     }
@@ -556,15 +559,31 @@ impl std::fmt::Display for OptF32 {
     }
 }
 
+/// `-` for a missing RTCP loss fraction, else two decimals (0.00..=1.00).
+struct OptFraction(Option<f32>);
+
+impl std::fmt::Display for OptFraction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v:.2}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// One info line per stream of a closed media session: what each side sent
-/// (`a_*`: the caller's leg, `b_*`: the callee's), as the relay measured it.
-fn log_media_stats(call: CallRef, stream: u8, a: &DirectionStats, b: &DirectionStats) {
-    info!(call = %call, event = %"media-stats", stream,
+/// (`a_*`: the caller's leg, `b_*`: the callee's), as the relay measured it,
+/// and what the receiver reported in RTCP (`*_rtcp_*`, `-` without RTCP).
+fn log_media_stats(call: CallRef, s: &StreamQuality) {
+    let (a, b) = (&s.a, &s.b);
+    info!(call = %call, event = %"media-stats", stream = s.stream,
         a_packets = a.packets, a_bytes = a.bytes, a_lost = a.lost,
-        a_jitter_ms = %OptF32(Some(a.jitter_ms)), a_rtt_ms = %OptF32(a.rtt_ms),
+        a_jitter_ms = %OptF32(Some(a.jitter_ms)), a_rtcp_fraction_lost = %OptFraction(a.rtcp_fraction_lost),
+        a_rtcp_jitter_ms = %OptF32(a.rtcp_jitter_ms), a_rtt_ms = %OptF32(a.rtt_ms),
         a_mos = %OptF32(a.mos), a_dropped = a.dropped,
         b_packets = b.packets, b_bytes = b.bytes, b_lost = b.lost,
-        b_jitter_ms = %OptF32(Some(b.jitter_ms)), b_rtt_ms = %OptF32(b.rtt_ms),
+        b_jitter_ms = %OptF32(Some(b.jitter_ms)), b_rtcp_fraction_lost = %OptFraction(b.rtcp_fraction_lost),
+        b_rtcp_jitter_ms = %OptF32(b.rtcp_jitter_ms), b_rtt_ms = %OptF32(b.rtt_ms),
         b_mos = %OptF32(b.mos), b_dropped = b.dropped);
 }
 
@@ -633,6 +652,11 @@ fn log_call_event(call: palisade_b2bua::CallRef, kind: CallEventKind) {
             duration_ms,
         } => info!(call = %call, event = %"ended", reason = %reason.as_str(),
             status = %OptStatus(status), duration_ms),
+        CallEventKind::MediaStats { streams } => {
+            for s in &streams {
+                log_media_stats(call, s);
+            }
+        }
     }
 }
 

@@ -92,7 +92,10 @@ impl ListenerMap {
                     Transport::Udp => sip.max_udp_message_bytes,
                     _ => sip.max_tcp_message_bytes,
                 };
-                spec.recv_buffer_bytes = sip.udp_receive_buffer_bytes;
+                spec.recv_buffer_bytes = match e.transport {
+                    Transport::Udp => sip.udp_receive_buffer_bytes,
+                    _ => sip.tcp_receive_buffer_bytes,
+                };
                 spec.send_buffer_bytes = sip.udp_send_buffer_bytes;
                 spec.dscp = cfg.zone(e.zone).map_or(0, |z| z.dscp_sip);
                 spec
@@ -137,6 +140,7 @@ sip:
   max_tcp_message_bytes: 100000
   udp_receive_buffer_bytes: 1048576
   udp_send_buffer_bytes: 524288
+  tcp_receive_buffer_bytes: 262144
   tcp_idle_timeout_seconds: 30
   tcp_max_connections: 77
   tcp_connect_timeout_ms: 1500
@@ -217,6 +221,7 @@ routes:
         let tcp = &specs[1];
         assert_eq!(tcp.transport, Transport::Tcp);
         assert_eq!(tcp.max_message_bytes, 100_000);
+        assert_eq!(tcp.recv_buffer_bytes, 262_144);
         assert_eq!(tcp.dscp, 46);
         // The default DSCP (CS3) on a zone that does not set it.
         assert_eq!(specs[2].dscp, 24);

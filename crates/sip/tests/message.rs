@@ -227,3 +227,136 @@ fn cancel_and_failure_ack_follow_rfc3261() {
     assert_eq!(reason_phrase(486), "Busy Here");
     assert_eq!(reason_phrase(499), "Client Error");
 }
+
+/// The typed values the engine and the edge read, decoded from headers
+/// written in every shape the grammar allows (compact `k`/`c`, repeated
+/// headers, lists, odd case and whitespace).
+#[test]
+fn typed_values_decode() {
+    let raw = "INVITE sip:b@h SIP/2.0\r\n\
+Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: <sip:a@h>;tag=1\r\n\
+To: <sip:b@h>\r\n\
+Call-ID: typed\r\n\
+CSeq: 3 INVITE\r\n\
+Expires:  0120 \r\n\
+Route: <sip:p1.example.com;lr>, <sip:p2.example.com:5070;lr;transport=tcp>\r\n\
+Route: <sip:[2001:db8::1];lr>\r\n\
+Record-Route: \"edge\" <sip:rr.example.com;lr>;x=1\r\n\
+supported: timer , 100rel,path\r\n\
+k: gruu\r\n\
+Require: 100rel\r\n\
+c: Application/SDP ; charset=utf-8\r\n\
+Content-Length: 4\r\n\r\nv=0\n";
+    let m = parse(raw).unwrap();
+    assert_eq!(m.expires(), Some(120));
+    let routes: Vec<_> = m.routes().map(|r| r.unwrap()).collect();
+    assert_eq!(routes.len(), 3, "two in one line, one repeated");
+    assert_eq!(routes[0].uri_str, "sip:p1.example.com;lr");
+    let p2 = routes[1].uri.as_sip().unwrap();
+    assert_eq!(p2.host, Host::Domain("p2.example.com"));
+    assert_eq!(p2.port, Some(5070));
+    assert_eq!(p2.params.get("lr"), Some(None));
+    assert_eq!(p2.params.get("transport"), Some(Some("tcp")));
+    assert_eq!(
+        routes[2].uri.as_sip().unwrap().host,
+        Host::V6("2001:db8::1".parse().unwrap())
+    );
+    let rr: Vec<_> = m.record_routes().map(|r| r.unwrap()).collect();
+    assert_eq!(rr.len(), 1);
+    assert_eq!(rr[0].display, Some("\"edge\""));
+    assert_eq!(rr[0].uri_str, "sip:rr.example.com;lr");
+    assert_eq!(rr[0].params.get("x"), Some(Some("1")));
+    assert_eq!(
+        m.tokens(HeaderName::Supported).collect::<Vec<_>>(),
+        ["timer", "100rel", "path", "gruu"]
+    );
+    assert_eq!(
+        m.tokens(HeaderName::Require).collect::<Vec<_>>(),
+        ["100rel"]
+    );
+    assert_eq!(m.content_type(), Some("Application/SDP ; charset=utf-8"));
+    assert!(
+        m.has_sdp(),
+        "media type matched case-insensitively, params ignored"
+    );
+    // Not SDP: another type, or SDP declared with no body.
+    let other = raw.replace(
+        "c: Application/SDP ; charset=utf-8",
+        "Content-Type: text/plain",
+    );
+    assert!(!parse(&other).unwrap().has_sdp());
+    let empty = raw.replace(
+        "Content-Length: 4\r\n\r\nv=0\n",
+        "Content-Length: 0\r\n\r\n",
+    );
+    assert!(!parse(&empty).unwrap().has_sdp());
+    // Non-numeric Expires decodes to nothing rather than a wrong number.
+    let bad = raw.replace("Expires:  0120 ", "Expires: soon");
+    assert_eq!(parse(&bad).unwrap().expires(), None);
+}
+
+/// RFC 4475 3.1.1.1 (wsinv): tags and values survive the tortuous whitespace.
+#[test]
+fn tortuous_whitespace_decodes() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/torture/valid/wsinv-tortuous-whitespace.sip"
+    );
+    let data = std::fs::read(path).unwrap();
+    let m = Message::parse(Bytes::from(data), &ParseLimits::default()).unwrap();
+    assert_eq!(m.to_tag(), Some("1918181833n"));
+    assert_eq!(m.from_tag(), Some("98asjd8"));
+    let to = m.to().unwrap();
+    assert_eq!(to.uri_str, "sip:vivekg@chair-dnrc.example.com");
+    let from = m.from().unwrap();
+    assert_eq!(from.display, Some("\"J Rosenberg \\\\\\\"\""));
+    assert_eq!(from.uri_str, "sip:jdrosen@example.com");
+    assert_eq!(m.max_forwards(), Some(68));
+    assert_eq!(m.cseq().seq, 9);
+    assert_eq!(m.cseq().method, Method::Invite);
+    assert_eq!(m.call_id(), "wsinv.ndaksdj@192.0.2.1");
+    let vias: Vec<_> = m.vias().map(|v| v.unwrap()).collect();
+    assert_eq!(vias.len(), 3);
+    assert_eq!((vias[0].transport, vias[0].host_raw), ("UDP", "192.0.2.2"));
+    assert_eq!(vias[0].branch(), Some("390skdjuw"));
+    assert_eq!(vias[1].transport, "TCP");
+    assert_eq!(vias[1].host_raw, "spindle.example.com");
+    assert_eq!(vias[1].branch(), Some("z9hG4bK9ikj8"));
+    assert_eq!(vias[2].branch(), Some("z9hG4bK30239"));
+    let contact = m.contacts().next().unwrap().unwrap();
+    assert_eq!(contact.uri_str, "sip:jdrosen@example.com");
+    assert_eq!(contact.params.get("q"), Some(Some("0.33")));
+    assert_eq!(contact.params.get("secondparam"), Some(None));
+    let route = m.routes().next().unwrap().unwrap();
+    assert_eq!(
+        route.uri.as_sip().unwrap().params.get("unknownwith"),
+        Some(Some("value"))
+    );
+    assert_eq!(m.content_type(), Some("application/sdp"));
+}
+
+/// Over the size cap (16 KiB on UDP by default): a typed error naming the
+/// cap, at the cap's offset, that answers 513.
+#[test]
+fn oversize_message_is_too_large_with_513() {
+    let filler = "X-Filler: ".to_owned() + &"a".repeat(100) + "\r\n";
+    let raw = format!(
+        "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: big\r\nCSeq: 1 INVITE\r\n{}Content-Length: 0\r\n\r\n",
+        filler.repeat(170)
+    );
+    assert!(raw.len() > 16 * 1024);
+    let limits = ParseLimits::default();
+    assert_eq!(limits.max_message_bytes, 16 * 1024);
+    let e = parse(&raw).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::TooLarge { limit: 16384 });
+    assert_eq!(e.offset, 16384);
+    assert_eq!(e.status_code(), 513);
+    // Just under the cap parses.
+    let fits = format!(
+        "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: big\r\nCSeq: 1 INVITE\r\n{}Content-Length: 0\r\n\r\n",
+        filler.repeat(140)
+    );
+    assert!(fits.len() < 16 * 1024);
+    assert!(parse(&fits).is_ok());
+}

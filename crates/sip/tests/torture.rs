@@ -1,6 +1,7 @@
 //! Runs the torture corpus in tests/torture (RFC 4475 categories, RFC 5118
 //! IPv6 cases): valid messages must parse and serialise back byte-exact;
-//! invalid ones must fail with the named error kind, and must never panic.
+//! invalid ones must fail with the named error kind at the named byte offset,
+//! and must never panic.
 
 use bytes::Bytes;
 use palisade_sip::{Editor, Message, ParseLimits};
@@ -32,15 +33,24 @@ fn torture_corpus() {
             }
             ("ok", Err(e)) => failures.push(format!("{file}: expected to parse, got {e}")),
             (kind, Ok(_)) => failures.push(format!("{file}: expected {kind}, parsed fine")),
-            (kind, Err(e)) => {
+            (expect, Err(e)) => {
+                let (kind, offset) = expect
+                    .rsplit_once(" @")
+                    .unwrap_or_else(|| panic!("{file}: no @offset in MANIFEST"));
+                let offset: usize = offset.parse().unwrap();
                 let got = format!("{:?}", e.kind);
                 if !got.starts_with(kind) {
                     failures.push(format!("{file}: expected {kind}, got {got} ({e})"));
                 }
+                if e.offset != offset {
+                    failures.push(format!(
+                        "{file}: expected the error at byte {offset}, got {} ({e})",
+                        e.offset
+                    ));
+                }
                 assert!(
-                    e.offset <= data.len(),
-                    "{file}: offset {} beyond message",
-                    e.offset
+                    offset <= data.len(),
+                    "{file}: MANIFEST offset beyond message"
                 );
             }
         }

@@ -62,11 +62,13 @@ pub struct ListenerSpec {
     pub transport: Transport,
     /// Address to bind (port 0 picks a free port; see [`Transports::local_addr`]).
     pub bind: SocketAddr,
-    /// Largest message accepted: longer UDP datagrams are dropped, longer TCP
-    /// messages close the connection.
+    /// Largest message accepted: longer UDP datagrams are counted (`oversize`)
+    /// and delivered cut one byte past it (so the receiver sees they are too
+    /// large and can still answer 513), longer TCP messages close the connection.
     pub max_message_bytes: usize,
-    /// `SO_RCVBUF` for UDP sockets; 0 keeps the kernel default. Not applied to
-    /// TCP, where setting it would switch off Linux's buffer autotuning.
+    /// `SO_RCVBUF`; 0 keeps the kernel default. For TCP it is set on the
+    /// listening socket before `listen()`, so accepted connections inherit it
+    /// (a fixed size switches off Linux's autotuning for them; 0 keeps it).
     pub recv_buffer_bytes: usize,
     /// `SO_SNDBUF` for UDP sockets; 0 keeps the kernel default. Not applied to TCP.
     pub send_buffer_bytes: usize,

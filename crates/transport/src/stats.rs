@@ -38,7 +38,7 @@ counters! {
     udp_send_errors,
     /// UDP receive errors reported by the socket (the loop keeps going).
     udp_recv_errors,
-    /// Datagrams longer than the listener's `max_message_bytes`, dropped.
+    /// Datagrams longer than the listener's `max_message_bytes` (handed on cut, for a 513).
     oversize,
     /// TCP connections accepted and admitted on listeners.
     tcp_accepted,

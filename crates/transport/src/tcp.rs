@@ -44,6 +44,20 @@ pub(crate) fn bind(spec: &ListenerSpec) -> Result<std::net::TcpListener, Transpo
     socket
         .set_reuse_address(true)
         .map_err(bind_error(spec, "set SO_REUSEADDR"))?;
+    socket
+        .set_reuse_port(true)
+        .map_err(bind_error(spec, "set SO_REUSEPORT"))?;
+    if spec.recv_buffer_bytes > 0 {
+        socket
+            .set_recv_buffer_size(spec.recv_buffer_bytes)
+            .map_err(bind_error(spec, "set SO_RCVBUF"))?;
+        crate::udp::report_buffer(
+            spec,
+            "SO_RCVBUF",
+            spec.recv_buffer_bytes,
+            socket.recv_buffer_size(),
+        );
+    }
     // Accepted sockets inherit these on Linux; they are set again after accept anyway.
     socket
         .set_tcp_nodelay(true)
@@ -432,4 +446,46 @@ async fn write_loop(
         }
     }
     let _ = writer.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ListenerId;
+
+    /// The listening socket gets SO_REUSEPORT and the requested receive
+    /// buffer (Linux reports twice what it grants; it may clamp to rmem_max),
+    /// and a second socket can share the port, as with UDP.
+    #[test]
+    fn listener_sets_reuseport_and_receive_buffer() {
+        let mut spec = ListenerSpec::new(
+            ListenerId(1),
+            Transport::Tcp,
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        spec.recv_buffer_bytes = 256 * 1024;
+        let l = bind(&spec).unwrap();
+        let sock = SockRef::from(&l);
+        assert!(sock.reuse_port().unwrap());
+        let granted = sock.recv_buffer_size().unwrap();
+        let default = {
+            let mut plain = spec.clone();
+            plain.recv_buffer_bytes = 0;
+            plain.bind = "127.0.0.1:0".parse().unwrap();
+            let p = bind(&plain).unwrap();
+            SockRef::from(&p).recv_buffer_size().unwrap()
+        };
+        assert_ne!(granted, default, "SO_RCVBUF was not applied");
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(granted, 2 * (256 * 1024).min(rmem_max));
+        spec.bind = l.local_addr().unwrap();
+        let again = bind(&spec).unwrap();
+        assert_eq!(again.local_addr().unwrap(), spec.bind);
+    }
 }

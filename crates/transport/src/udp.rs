@@ -68,7 +68,12 @@ pub(crate) fn bind(spec: &ListenerSpec) -> Result<std::net::UdpSocket, Transport
 
 /// Linux grants at most `net.core.[rw]mem_max` (and reports twice what it
 /// grants); say so when the kernel clamped the request.
-fn report_buffer(spec: &ListenerSpec, option: &str, requested: usize, granted: io::Result<usize>) {
+pub(crate) fn report_buffer(
+    spec: &ListenerSpec,
+    option: &str,
+    requested: usize,
+    granted: io::Result<usize>,
+) {
     match granted {
         Ok(granted) if granted < requested => tracing::warn!(
             listener = %spec.id, addr = %spec.bind, option, requested, granted,
@@ -141,9 +146,11 @@ fn handle_datagram(
     let counters = &inner.counters;
     bump(&counters.udp_received);
     if datagram.len() > max_message_bytes {
+        // Counted, and handed on as read (cut one byte past the cap): the
+        // engine rejects it as too large and answers 513 when its head
+        // names who to answer.
         bump(&counters.oversize);
-        tracing::debug!(%listener, %remote, "oversize UDP datagram dropped");
-        return true;
+        tracing::debug!(%listener, %remote, "oversize UDP datagram");
     }
     // Empty datagrams and bare CRLFs are NAT keepalives, not messages.
     if datagram.iter().all(|b| matches!(b, b'\r' | b'\n')) {

@@ -159,21 +159,33 @@ async fn udp_receives_and_sends_back() {
 }
 
 #[tokio::test]
-async fn udp_drops_oversize_and_ignores_keepalives() {
+async fn udp_cuts_oversize_and_ignores_keepalives() {
     let mut sp = spec(UDP, Transport::Udp, lo(1, 0));
     sp.max_message_bytes = 100;
     let (t, mut rx) = start(vec![sp], tcp_settings(), 16).await;
     let local = t.local_addr(UDP).unwrap();
     let peer = UdpSocket::bind(lo(1, 0)).await.unwrap();
 
-    peer.send_to(&[b'x'; 101], local).await.unwrap(); // one byte over: dropped
+    peer.send_to(&[b'x'; 101], local).await.unwrap(); // one byte over: oversize
     peer.send_to(b"", local).await.unwrap(); // keepalive
     peer.send_to(b"\r\n\r\n", local).await.unwrap(); // keepalive
     peer.send_to(&[b'y'; 100], local).await.unwrap(); // exactly the cap: delivered
-    peer.send_to(&[b'z'; 3000], local).await.unwrap(); // far over: dropped
+    peer.send_to(&[b'z'; 3000], local).await.unwrap(); // far over: cut at the cap + 1
 
     let r = next(&mut rx).await;
+    assert_eq!(
+        r.data,
+        Bytes::from(vec![b'x'; 101]),
+        "oversize: delivered as read"
+    );
+    let r = next(&mut rx).await;
     assert_eq!(r.data, Bytes::from(vec![b'y'; 100]));
+    let r = next(&mut rx).await;
+    assert_eq!(
+        r.data,
+        Bytes::from(vec![b'z'; 101]),
+        "cut one byte past the cap"
+    );
     let s = eventually(&t, |s| s.udp_received == 5).await;
     assert_eq!(
         (s.oversize, s.keepalives, s.udp_dropped_inbound_full),

@@ -186,3 +186,56 @@ pub fn sip_dscp(file: &std::path::Path, src: Ipv4Addr) -> Vec<u8> {
         .filter_map(|l| l.trim().parse().ok())
         .collect()
 }
+
+/// Capture times (seconds since the epoch) of the frames of `file` that match
+/// the display filter `filter`.
+pub fn frame_times(file: &std::path::Path, filter: &str) -> Vec<f64> {
+    let tshark = paths::require_tool("tshark");
+    let out = Command::new(tshark)
+        .args(["-n", "-r"])
+        .arg(file)
+        .args([
+            "-o",
+            "rtp.heuristic_rtp:TRUE",
+            "-o",
+            "rtcp.heuristic_rtcp:TRUE",
+        ])
+        .args(["-Y", filter])
+        .args(["-T", "fields", "-e", "frame.time_epoch"])
+        .output()
+        .unwrap_or_else(|e| panic!("run tshark -r {}: {e}", file.display()));
+    assert!(
+        out.status.success(),
+        "tshark -r {} -Y {filter:?} failed: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// When RTP (not RTCP) from `src` to `dst` was captured.
+pub fn rtp_times(file: &std::path::Path, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<f64> {
+    frame_times(
+        file,
+        &format!("rtp && !rtcp && ip.src == {src} && ip.dst == {dst}"),
+    )
+}
+
+/// When SIP responses with `status` to `method` from `src` to `dst` were captured.
+pub fn sip_response_times(
+    file: &std::path::Path,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    status: u16,
+    method: &str,
+) -> Vec<f64> {
+    frame_times(
+        file,
+        &format!(
+            "sip.Status-Code == {status} && sip.CSeq.method == \"{method}\" && ip.src == {src} && ip.dst == {dst}"
+        ),
+    )
+}

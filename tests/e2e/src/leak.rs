@@ -4,8 +4,14 @@
 //! carrier receives may name the PBX or Palisade's inside address, nothing the
 //! PBX receives may name a carrier or the outside address, in any header or SDP
 //! line (media is anchored, so SDP `c=`, `o=` and `a=rtcp` lines name
-//! Palisade only); and no dialog identifier (Call-ID, From/To tag, Via
-//! branch) seen on one leg may appear on the other (DESIGN-NOTES section 1).
+//! Palisade only); no dialog identifier (Call-ID, From/To tag, Via
+//! branch) seen on one leg may appear on the other (DESIGN-NOTES section 1);
+//! and nothing a peer put in a header Palisade must not copy (Server,
+//! User-Agent, Warning, Record-Route, Route, any `X-` or `P-` header) may
+//! reach the other side: [`marker_values`] collects those values (and the
+//! long words in them) from what each peer sent, and the scan forbids them
+//! on the other side. The `*_marked` scenarios fill every such header with
+//! a `mark-...` token, so the scan has something to look for.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -51,6 +57,77 @@ pub fn dialog_identifiers(log: &[SipMessage]) -> BTreeSet<String> {
     }
     ids.retain(|id| id.len() >= MIN_IDENTIFIER_LEN);
     ids
+}
+
+/// Headers whose values must never cross from one leg to the other (with
+/// no `pass_headers`), besides `X-*` and `P-*`.
+const MARKER_HEADERS: &[&str] = &["Server", "User-Agent", "Warning", "Record-Route", "Route"];
+
+/// Words of a marker value this long (with a letter in them) are forbidden
+/// on their own too, so a partial copy is caught.
+const MIN_MARKER_WORD_LEN: usize = 10;
+
+fn is_marker_header(name: &str) -> bool {
+    let n = name.trim();
+    MARKER_HEADERS.iter().any(|h| n.eq_ignore_ascii_case(h))
+        || n.len() > 2 && (n[..2].eq_ignore_ascii_case("x-") || n[..2].eq_ignore_ascii_case("p-"))
+}
+
+/// What `log`'s peer itself sent in marker headers (Server, User-Agent,
+/// Warning, Record-Route, Route, `X-*`, `P-*`): each whole value, and each
+/// word of it of at least ten characters that has a letter (`mark-uac-xheader`,
+/// not `127.0.0.1` or `lr`). Addresses are the address scan's business.
+pub fn marker_values(log: &[SipMessage]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for m in log.iter().filter(|m| m.direction == Direction::Sent) {
+        for line in m.header_lines() {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            if !is_marker_header(name) {
+                continue;
+            }
+            let value = value.trim();
+            if value.len() >= MIN_IDENTIFIER_LEN {
+                out.insert(value.to_string());
+            }
+            for w in value.split(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c))) {
+                if w.len() >= MIN_MARKER_WORD_LEN && w.bytes().any(|b| b.is_ascii_alphabetic()) {
+                    out.insert(w.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Scans every message `viewer_log` records as received for `markers`
+/// (header values the other side sent, see [`marker_values`]).
+pub fn scan_markers(
+    viewer: &str,
+    viewer_log: &[SipMessage],
+    markers: &BTreeSet<String>,
+) -> Vec<Leak> {
+    let mut leaks = Vec::new();
+    for m in viewer_log
+        .iter()
+        .filter(|m| m.direction == Direction::Received)
+    {
+        let text = m.text();
+        for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
+            for v in markers {
+                if line.contains(v.as_str()) {
+                    leaks.push(Leak {
+                        seen_by: viewer.to_string(),
+                        what: format!("header value {v}"),
+                        message: m.start_line(),
+                        line: line.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    leaks
 }
 
 /// Scans every message `viewer_log` records as received for `forbidden`
@@ -113,7 +190,8 @@ fn next_is_digit(bytes: &[u8], dot: usize) -> bool {
 
 /// Checks both directions of a call through Palisade, given the PBX's and the
 /// carrier's complete message logs (several carrier logs when calls failed
-/// over). Panics listing every leak.
+/// over): addresses, dialog identifiers and marker header values. Panics
+/// listing every leak.
 pub fn assert_topology_hidden(net: Net, pbx_log: &[SipMessage], carrier_logs: &[&[SipMessage]]) {
     assert!(
         pbx_log.iter().any(|m| m.direction == Direction::Received),
@@ -137,6 +215,12 @@ pub fn assert_topology_hidden(net: Net, pbx_log: &[SipMessage], carrier_logs: &[
     );
     let mut leaks = scan("carrier", &carrier_all, &net.inside_addresses(), &pbx_ids);
     leaks.extend(scan("PBX", pbx_log, &net.outside_addresses(), &carrier_ids));
+    leaks.extend(scan_markers(
+        "carrier",
+        &carrier_all,
+        &marker_values(pbx_log),
+    ));
+    leaks.extend(scan_markers("PBX", pbx_log, &marker_values(&carrier_all)));
     if !leaks.is_empty() {
         let list: Vec<String> = leaks.iter().map(|l| format!("  - {l}")).collect();
         panic!("topology leaks ({}):\n{}", leaks.len(), list.join("\n"));
@@ -192,6 +276,41 @@ mod tests {
         assert_eq!(leaks[0].what, "identifier callid-from-pbx");
         assert_eq!(leaks[1].line, "c=IN IP4 127.1.1.10");
         assert!(leaks[2].line.starts_with("a=rtcp:"));
+    }
+
+    #[test]
+    fn marker_values_come_from_what_a_peer_sent() {
+        let mut sent = received(
+            "INVITE sip:x@h SIP/2.0\r\nUser-Agent: mark-uac-useragent\r\nx-mark: mark-uac-xheader\r\n\
+             Warning: 399 agent-name \"mark-uac-warntext\"\r\nRecord-Route: <sip:mark-uac-recroute@127.1.1.10;lr>\r\n\
+             Subject: not-a-marker-header\r\nContent-Type: application/sdp\r\n\r\n",
+        );
+        sent.direction = Direction::Sent;
+        let got = received("INVITE sip:x@h SIP/2.0\r\nX-Mark: mark-uac-xheader\r\n\r\n");
+        let m = marker_values(&[sent, got.clone()]);
+        for v in [
+            "mark-uac-useragent",
+            "mark-uac-xheader",
+            "mark-uac-warntext",
+            "mark-uac-recroute",
+            "399 agent-name \"mark-uac-warntext\"",
+        ] {
+            assert!(m.contains(v), "{v} missing from {m:?}");
+        }
+        assert!(
+            !m.iter()
+                .any(|v| v.contains("not-a-marker") || v.contains("sdp")),
+            "{m:?}"
+        );
+        assert!(
+            !m.contains("127.1.1.10"),
+            "addresses are the address scan's"
+        );
+        // Only what the peer sent counts; a received copy is the leak.
+        assert_eq!(marker_values(std::slice::from_ref(&got)), BTreeSet::new());
+        let leaks = scan_markers("carrier", &[got], &m);
+        assert_eq!(leaks.len(), 1, "{leaks:?}");
+        assert_eq!(leaks[0].what, "header value mark-uac-xheader");
     }
 
     #[test]

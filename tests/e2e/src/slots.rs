@@ -185,6 +185,14 @@ slots! {
     EdgeRegisterRefresh = 140,
     /// SIPp at 10 calls/s against a 2 calls/s limit: the excess gets 503 with the configured Retry-After.
     EdgeCacCps = 141,
+    // Core gaps (160-179).
+    /// configs/quickstart.yaml itself, on 127.0.0.x inside a network
+    /// namespace the test creates, with the README's exact SIPp commands.
+    Quickstart = 160,
+    /// SIGHUP changes a route: the answered call survives, the next call takes the new route.
+    ReloadRoute = 161,
+    /// 183 with SDP: the callee's early media reaches the PBX before the 200.
+    MediaEarly183 = 162,
 }
 
 impl Slot {

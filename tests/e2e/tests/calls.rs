@@ -127,7 +127,17 @@ fn reinvite_hold_and_unhold() {
     let carrier = lab.carrier_primary("uas_reinvite_hold").spawn_uas();
     let pbx = lab.pbx_uac("uac_reinvite_hold").run();
     pbx.assert_success(1);
-    carrier.wait().assert_success(1);
+    let carrier = carrier.wait();
+    carrier.assert_success(1);
+    // The re-INVITEs and their answers (with marker headers) leak nothing either.
+    let markers = palisade_e2e::leak::marker_values(&pbx.messages());
+    assert!(markers.contains("mark-uac-reinvite-xheader"), "{markers:?}");
+    let markers = palisade_e2e::leak::marker_values(&carrier.messages());
+    assert!(
+        markers.contains("mark-uas-reinvite-warntext"),
+        "{markers:?}"
+    );
+    palisade_e2e::assert_topology_hidden(lab.net(), &pbx.messages(), &[&carrier.messages()]);
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! The command line: `check-config` accepts the generated config and rejects
 //! broken ones with `FILE:LINE:COLUMN: field.path: message`; `run` with a bad
-//! config exits non-zero without ever binding its ports.
+//! config exits non-zero without ever binding its ports; SIGHUP changes a
+//! route without dropping the call in progress.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use palisade_e2e::net::{self, now};
-use palisade_e2e::{LabConfig, Slot, palisade_bin};
+use palisade_e2e::{Lab, LabConfig, Slot, palisade_bin};
 
 /// The generated config with the first line equal to `from` (trimmed)
 /// replaced by `to` (same indentation); returns the text and the 1-based line.
@@ -130,4 +131,81 @@ fn run_with_a_bad_config_exits_without_binding() {
     assert!(!net::udp_bound(net.inside()));
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert_diagnostic(&stderr, &path, line, "to_trunk");
+}
+
+/// SIGHUP with a changed route: the call answered before the reload goes on
+/// to its BYE on the old route; the next call takes the new one.
+#[test]
+fn sighup_changes_a_route_without_dropping_the_answered_call() {
+    let slot = Slot::ReloadRoute;
+    let net = slot.net();
+    // Split the carrier group: `carrier` keeps the primary, `backup` gets the secondary.
+    let secondary = format!(
+        "      - address: {}\n        port: 5080\n        transport: udp\n",
+        net.carrier_secondary_ip()
+    );
+    let base = LabConfig::default().render(slot);
+    assert!(base.contains(&secondary), "{base}");
+    let before = base.replacen(
+        &secondary,
+        &format!("  - name: backup\n    zone: outside\n    members:\n{secondary}"),
+        1,
+    );
+    let after = before.replacen(
+        "    from_trunk: pbx\n    to_trunk: carrier\n",
+        "    from_trunk: pbx\n    to_trunk: backup\n",
+        1,
+    );
+    assert_ne!(before, after, "no pbx route to change");
+    let lab = Lab::builder(slot).config_text(before).start();
+    let primary = lab.carrier_primary("uas_answer").spawn_uas();
+    let backup = lab.carrier_secondary("uas_answer").spawn_uas();
+    // A 4-second call, reloaded under its feet once answered.
+    let first = lab.pbx_uac("uac_call").pause_ms(4000).spawn();
+    lab.wait_log(&["event=answered"], Duration::from_secs(10));
+    std::fs::write(lab.config_path(), after).unwrap();
+    let pid = lab.pid().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    lab.wait_log(&["reloaded", "trunks=3"], Duration::from_secs(5));
+    let first = first.wait();
+    first.assert_success(1);
+    let primary = primary.wait();
+    primary.assert_success(1);
+    let methods: Vec<String> = primary
+        .received()
+        .iter()
+        .filter_map(|m| m.method())
+        .collect();
+    assert_eq!(
+        methods,
+        ["INVITE", "ACK", "BYE"],
+        "the answered call's BYE went its old way"
+    );
+    // The next call takes the new route.
+    lab.pbx_uac("uac_call")
+        .pause_ms(200)
+        .run()
+        .assert_success(1);
+    let backup = backup.wait();
+    backup.assert_success(1);
+    let log = lab.log();
+    let routed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("event=started"))
+        .collect();
+    assert_eq!(routed.len(), 2, "{routed:?}");
+    assert!(routed[0].contains("to_trunk=carrier"), "{}", routed[0]);
+    assert!(routed[1].contains("to_trunk=backup"), "{}", routed[1]);
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("event=ended"))
+            .all(|l| l.contains("reason=caller-bye")),
+        "a call ended otherwise:\n{log}"
+    );
 }

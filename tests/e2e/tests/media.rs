@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use palisade_e2e::baresip::{Baresip, audio_stat, make_tone, make_ulaw_tone};
-use palisade_e2e::capture::{Capture, Packet, sip_dscp};
+use palisade_e2e::capture::{Capture, Packet, rtp_times, sip_dscp, sip_response_times};
 use palisade_e2e::net::{now, wait_until};
 use palisade_e2e::rtp::RtpPeer;
 use palisade_e2e::{Direction, Lab, Slot, assert_topology_hidden, numbers};
@@ -116,6 +116,75 @@ fn sipp_rtp_flows_only_through_palisades_media_addresses() {
         num(&stats, "a_packets") >= 90 && num(&stats, "b_packets") >= 90,
         "{stats:?}"
     );
+    // Quality kept with the call: MOS and jitter present and sane for clean
+    // loopback PCMU (E-model tops out at 4.5), RTCP fields present (SIPp's
+    // rtp_stream sends no RTCP: `-`).
+    for side in ["a", "b"] {
+        let mos: f64 = stats[&format!("{side}_mos")]
+            .parse()
+            .unwrap_or_else(|_| panic!("{side}_mos is not a number: {stats:?}"));
+        assert!((4.0..=4.5).contains(&mos), "{side}_mos={mos}: {stats:?}");
+        let jitter: f64 = stats[&format!("{side}_jitter_ms")].parse().unwrap();
+        assert!(
+            (0.0..20.0).contains(&jitter),
+            "{side}_jitter_ms={jitter}: {stats:?}"
+        );
+        assert_eq!(num(&stats, &format!("{side}_lost")), 0, "{stats:?}");
+        for k in ["rtcp_fraction_lost", "rtcp_jitter_ms", "rtt_ms"] {
+            assert!(
+                stats.contains_key(&format!("{side}_{k}")),
+                "no {side}_{k}: {stats:?}"
+            );
+        }
+    }
+    // The same call reference as the call's other event lines.
+    let started = fields(&lab.wait_log(&["event=started"], Duration::from_secs(1)));
+    assert_eq!(started["call"], stats["call"]);
+}
+
+#[test]
+fn early_media_183_reaches_the_pbx_before_the_200() {
+    let lab = Lab::start(Slot::MediaEarly183);
+    let net = lab.net();
+    make_ulaw_tone(&lab.dir().join("tone.wav"), 800, 2);
+    let cap = Capture::start(lab.slot(), lab.dir(), "lo");
+    let carrier = lab.carrier_primary("uas_early_media").spawn_uas();
+    let pbx = lab.pbx_uac("uac_call").pause_ms(500).run();
+    pbx.assert_success(1);
+    let carrier = carrier.wait();
+    carrier.assert_success(1);
+    let _ = cap.stop();
+    let statuses: Vec<u16> = pbx.received().iter().filter_map(|m| m.status()).collect();
+    assert!(
+        statuses.contains(&183),
+        "the PBX never got the 183: {statuses:?}"
+    );
+    let file = lab.dir().join("lo.pcapng");
+    let (inside, outside) = (net.inside_ip(), net.outside_ip());
+    let ok_times = sip_response_times(&file, inside, net.pbx_ip(), 200, "INVITE");
+    let answered = ok_times
+        .iter()
+        .copied()
+        .reduce(f64::min)
+        .expect("no 200 for the INVITE captured toward the PBX");
+    let to_pbx = rtp_times(&file, inside, net.pbx_ip());
+    let from_carrier = rtp_times(&file, net.carrier_primary_ip(), outside);
+    let early = to_pbx.iter().filter(|t| **t < answered).count();
+    let early_in = from_carrier.iter().filter(|t| **t < answered).count();
+    // 1.5 s of announcement at 50 packets/s before the 200.
+    assert!(
+        early >= 40 && early_in >= 40,
+        "early media: {early_in} packets from the carrier, {early} relayed to the PBX before the 200 \
+         (of {} and {})",
+        from_carrier.len(),
+        to_pbx.len()
+    );
+    // And only through Palisade's media addresses.
+    assert!(
+        rtp_times(&file, net.carrier_primary_ip(), net.pbx_ip()).is_empty(),
+        "the carrier sent media to the PBX directly"
+    );
+    assert_topology_hidden(net, &pbx.messages(), &[&carrier.messages()]);
 }
 
 /// Starts two baresip phones for a call through Palisade: the carrier's with

@@ -221,11 +221,13 @@ fn silent_callee_never_answers() {
 
 #[test]
 fn leak_scanner_catches_a_call_without_a_b2bua() {
-    // Without Palisade in between each side sees the other's addresses and
-    // identifiers: the scanner must say so, naming the PBX address.
+    // Without Palisade in between each side sees the other's addresses,
+    // identifiers and headers: the scanner must say so, naming the PBX
+    // address and the marker tokens.
+    // The marked scenarios: their marker headers must be caught too.
     let (dir, net) = setup(Slot::DirectLeakScan);
-    let callee = uas(&dir, net, "uas_answer").spawn_uas();
-    let caller = uac(&dir, net, "uac_call").run();
+    let callee = uas(&dir, net, "uas_answer_marked").spawn_uas();
+    let caller = uac(&dir, net, "uac_call_marked").run();
     caller.assert_success(1);
     let callee = callee.wait();
     callee.assert_success(1);
@@ -238,6 +240,16 @@ fn leak_scanner_catches_a_call_without_a_b2bua() {
     let text = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(text.contains(&net.pbx_ip().to_string()), "{text}");
     assert!(text.contains("identifier"), "{text}");
+    for marker in [
+        "header value mark-uac-xheader",
+        "header value mark-uac-useragent",
+        "header value mark-uac-warntext",
+        "header value mark-uas-server",
+        "header value mark-uas-recroute",
+        "header value mark-uas-pheader",
+    ] {
+        assert!(text.contains(marker), "{marker} not reported:\n{text}");
+    }
     assert!(
         text.contains("carrier received") && text.contains("PBX received"),
         "{text}"

@@ -997,6 +997,9 @@ alerts:
             .arg("100")
             .arg("-ap")
             .arg("right")
+            // The digest uri is the Request-URI (SIPp: `sip:` + this; default ip:port).
+            .arg("-auth_uri")
+            .arg("palisade.e2e")
             .run()
             .assert_success(1);
         let carrier = lab

@@ -45,7 +45,14 @@ pub trait RelaySink: Send + std::fmt::Debug {
 impl RelaySink for palisade_relay::RelayControl {
     #[allow(clippy::result_large_err)]
     fn send(&mut self, cmd: Command) -> Result<(), Busy> {
-        palisade_relay::RelayControl::queue(self, cmd)
+        // A close waits for the relay thread's next turn: nothing is in a
+        // hurry for it, and most calls end without any other command that
+        // turn, so it saves the thread a wakeup per call.
+        if matches!(cmd, Command::Close { .. }) {
+            palisade_relay::RelayControl::queue_lazy(self, cmd)
+        } else {
+            palisade_relay::RelayControl::queue(self, cmd)
+        }
     }
 }
 

@@ -1,25 +1,20 @@
-//! Media anchoring wiring: the relay threads, the bridge that carries their
-//! reports into the engine task, and the media manager the engine calls.
+//! Media anchoring wiring: the relay threads, their report channel, and the
+//! media manager the engine calls.
 //!
 //! The relay reports on a bounded std channel (its threads never block on
-//! it); one small thread moves reports into a bounded tokio channel the
-//! engine task selects on. That thread is the only place that may wait, and
-//! it waits for the engine task, never the other way round.
+//! it, see `palisade_relay::Report`); the engine task drains it on every
+//! turn and at least every `engine_loop::REPORT_POLL`, so a report costs no
+//! thread wakeup.
 
 use std::io;
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::thread::JoinHandle;
 
 use palisade_config::Config;
 use palisade_media::SharedMedia;
 use palisade_relay::{Relay, RelayConfig, RelayControl, Report};
-use tokio::sync::mpsc;
-use tracing::debug;
 
 /// Bound of the channel the relay threads report on.
 pub const REPORT_CAPACITY: usize = 16_384;
-/// Bound of the channel from the bridge thread to the engine task.
-pub const BRIDGE_CAPACITY: usize = 4096;
 /// Commands queued per relay thread before the manager sees `Busy` (503).
 pub const RELAY_COMMAND_QUEUE: usize = 4096;
 
@@ -33,19 +28,17 @@ pub struct EngineMedia {
     pub relay: RelayControl,
 }
 
-/// The running relay and its report bridge.
+/// The running relay.
 #[derive(Debug)]
 pub struct MediaRuntime {
     relay: Relay,
-    bridge: JoinHandle<()>,
 }
 
 impl MediaRuntime {
-    /// Stops the relay (closing every session it still has) and the bridge.
-    /// Blocks while the threads are joined: call it off the async workers.
+    /// Stops the relay (closing every session it still has). Blocks while
+    /// the threads are joined: call it off the async workers.
     pub fn stop(self) {
         self.relay.stop();
-        let _ = self.bridge.join();
     }
 }
 
@@ -63,42 +56,21 @@ pub fn relay_config(config: &Config) -> RelayConfig {
     cfg
 }
 
-/// Starts the relay threads and the report bridge, and builds the manager
-/// (keys and session ids from `seed`).
+/// Starts the relay threads and builds the manager (keys and session ids
+/// from `seed`).
 pub fn start(
     config: &Config,
     seed: [u8; 32],
-) -> io::Result<(MediaRuntime, EngineMedia, mpsc::Receiver<Report>)> {
+) -> io::Result<(MediaRuntime, EngineMedia, Receiver<Report>)> {
     let (report_tx, report_rx) = sync_channel(REPORT_CAPACITY);
     let (relay, control) = Relay::start(relay_config(config), report_tx)?;
-    let (bridge_tx, bridge_rx) = mpsc::channel(BRIDGE_CAPACITY);
-    let bridge = match std::thread::Builder::new()
-        .name("relay-reports".into())
-        .spawn(move || bridge(report_rx, bridge_tx))
-    {
-        Ok(h) => h,
-        Err(e) => {
-            relay.stop();
-            return Err(e);
-        }
-    };
     let media = SharedMedia::new(config, Box::new(control.clone()), seed);
     Ok((
-        MediaRuntime { relay, bridge },
+        MediaRuntime { relay },
         EngineMedia {
             media,
             relay: control,
         },
-        bridge_rx,
+        report_rx,
     ))
-}
-
-/// Moves reports until the relay threads are gone or the engine task is.
-fn bridge(from: Receiver<Report>, to: mpsc::Sender<Report>) {
-    while let Ok(r) = from.recv() {
-        if to.blocking_send(r).is_err() {
-            debug!("engine task gone: relay reports are no longer read");
-            break;
-        }
-    }
 }

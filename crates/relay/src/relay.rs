@@ -156,6 +156,15 @@ impl RelayControl {
         Ok(())
     }
 
+    /// Queues `cmd` for the thread's next turn without asking for one: the
+    /// thread takes it when it next wakes for packets or commands, and at
+    /// the latest one tick (100 ms) later. For commands nothing waits on,
+    /// such as `Close`.
+    #[allow(clippy::result_large_err)]
+    pub fn queue_lazy(&self, cmd: Command) -> Result<(), Busy> {
+        self.enqueue(cmd).map(|_| ())
+    }
+
     /// Wakes every thread that has commands from [`queue`](Self::queue)
     /// waiting.
     pub fn wake(&self) {

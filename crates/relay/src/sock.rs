@@ -6,11 +6,15 @@ use std::sync::OnceLock;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// The socket buffers a media socket should have at least: a few hundred
-/// packets of headroom per port without pinning much kernel memory. Only
-/// asked for when the system default (net.core.rmem_default /
-/// wmem_default) is smaller, so a typical host pays no syscall for it.
-pub const MEDIA_SOCKET_BUFFER_BYTES: usize = 128 * 1024;
+/// The receive buffer a media socket asks for when the system default
+/// (net.core.rmem_default) is smaller: a few hundred packets of headroom per
+/// port, so a relay thread busy elsewhere for a moment loses nothing. The
+/// kernel doubles the value and caps it at net.core.rmem_max.
+pub const MEDIA_SOCKET_BUFFER_BYTES: usize = 256 * 1024;
+
+/// The send buffer is only raised when the system default is below this
+/// (a relay sends as fast as it receives; the default is plenty on Linux).
+pub const MEDIA_SOCKET_MIN_SEND_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The system's default socket buffer sizes (receive, send), read once.
 fn default_buffers() -> (usize, usize) {
@@ -31,12 +35,14 @@ fn default_buffers() -> (usize, usize) {
 
 /// Binds a non-blocking UDP socket on `addr` for media: SO_REUSEADDR off
 /// (the default; a port another process holds fails with `AddrInUse`),
-/// IP_TOS or IPV6_TCLASS set to `dscp << 2`, buffers raised to
-/// [`MEDIA_SOCKET_BUFFER_BYTES`] when the default is smaller.
+/// IP_TOS or IPV6_TCLASS set to `dscp << 2`, the receive buffer raised to
+/// [`MEDIA_SOCKET_BUFFER_BYTES`] when the default is smaller, the send
+/// buffer only when its default is below
+/// [`MEDIA_SOCKET_MIN_SEND_BUFFER_BYTES`].
 ///
 /// Sockets come and go with every call, so this is on the call-setup path:
 /// socket(2) creates it non-blocking and close-on-exec at once, and only the
-/// options that differ from the defaults are set (three syscalls per socket
+/// options that differ from the defaults are set (four syscalls per socket
 /// on a typical host, instead of eight).
 pub fn bind_media(addr: SocketAddr, dscp: u8) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(
@@ -60,8 +66,8 @@ pub fn bind_media(addr: SocketAddr, dscp: u8) -> io::Result<std::net::UdpSocket>
     if rcv < MEDIA_SOCKET_BUFFER_BYTES {
         let _ = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER_BYTES);
     }
-    if snd < MEDIA_SOCKET_BUFFER_BYTES {
-        let _ = socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER_BYTES);
+    if snd < MEDIA_SOCKET_MIN_SEND_BUFFER_BYTES {
+        let _ = socket.set_send_buffer_size(MEDIA_SOCKET_MIN_SEND_BUFFER_BYTES);
     }
     socket.bind(&addr.into())?;
     Ok(socket.into())

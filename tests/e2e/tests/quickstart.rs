@@ -174,7 +174,7 @@ fn quickstart_config_and_readme_commands_place_a_call() {
         );
 
         // Palisade logged the call as the README shows it.
-        let wanted: [&[&str]; 6] = [
+        let wanted: [&[&str]; 3] = [
             &[
                 "event=started",
                 "from_trunk=pbx",
@@ -183,10 +183,12 @@ fn quickstart_config_and_readme_commands_place_a_call() {
                 "a_call_id=",
                 "b_call_id=",
             ],
-            &["event=attempt", "member=127.0.0.20:5080", "index=0"],
-            &["event=progress", "status=180"],
-            &["event=answered", "setup_ms="],
-            &["event=ended", "reason=caller-bye"],
+            &[
+                "event=ended",
+                "reason=caller-bye",
+                "member=127.0.0.20:5080",
+                "setup_ms=",
+            ],
             &["event=media-stats", "stream=0", "a_packets=", "a_mos="],
         ];
         assert!(

@@ -721,6 +721,7 @@ fn bind_failure_frees_ports_without_waiting_for_closed() {
     let call = r.media.on_report(&Report::BindFailed {
         session: SessionId(1),
         addr: sa("127.0.0.1:20000"),
+        os_error: Some(98),
     });
     assert_eq!(call, CallRef(1));
     r.relay.take();

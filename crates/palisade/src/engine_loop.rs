@@ -339,12 +339,23 @@ impl EngineLoop {
                     .terminate_call(now(), call, EndReason::MediaTimeout);
                 info!(call = %call, event = %"media-timeout", live, "no RTP in either direction");
             }
-            Report::BindFailed { addr, .. } => {
+            Report::BindFailed { addr, os_error, .. } => {
                 let live = self
                     .engine
                     .terminate_call(now(), call, EndReason::MediaRefused);
+                let error = os_error.map(std::io::Error::from_raw_os_error);
+                let why = match error.as_ref().map(std::io::Error::kind) {
+                    Some(std::io::ErrorKind::AddrInUse) => {
+                        "a media port is taken by another process"
+                    }
+                    _ if os_error == Some(EMFILE) => {
+                        "out of file descriptors: raise LimitNOFILE (each anchored call needs \
+                         up to 4 sockets)"
+                    }
+                    _ => "cannot open a media socket",
+                };
                 warn!(call = %call, event = %"media-bind-failed", addr = %addr, live,
-                    "a media port is taken by another process");
+                    error = %OptError(error), "{why}");
             }
             Report::Closed { streams, .. } => {
                 // Into the call's record (a MediaStats call event, logged
@@ -701,6 +712,21 @@ impl CallLog {
                     log_media_stats(call, s);
                 }
             }
+        }
+    }
+}
+
+/// EMFILE on Linux: the process has no file descriptor left.
+const EMFILE: i32 = 24;
+
+/// `-` for no OS error.
+struct OptError(Option<std::io::Error>);
+
+impl std::fmt::Display for OptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(e) => write!(f, "{e}"),
+            None => f.write_str("-"),
         }
     }
 }

@@ -30,6 +30,9 @@ const CONTROL_CAPACITY: usize = 16;
 const STATS_INTERVAL: Duration = Duration::from_secs(60);
 /// Upper bound on closing the transports and the runtime at exit.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Below this many file descriptors, a warning at start: media needs up to
+/// four per call.
+const LOW_OPEN_FILES: u64 = 16_384;
 /// Bound of the channel from the DNS resolver task to its forwarder.
 const DNS_CAPACITY: usize = 64;
 
@@ -117,9 +120,25 @@ async fn serve(
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
     let transports =
         Transports::start(listeners.specs(&config), tcp_settings(&config), inbound_tx).await?;
+    // Every anchored call holds up to four sockets (RTP and RTCP per leg):
+    // take all the descriptors the hard limit allows.
+    let open_files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "cannot raise the open files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
+        }
+    };
+    if config.media().anchor && open_files < LOW_OPEN_FILES {
+        warn!(
+            open_files,
+            "the open files limit allows few anchored calls (about a quarter of it); raise LimitNOFILE"
+        );
+    }
     info!(
         node = %config.node().name,
         config = %path.display(),
+        open_files,
         zones = config.zones().len(),
         trunks = config.trunks().len(),
         routes = config.routes().len(),

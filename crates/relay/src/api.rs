@@ -178,6 +178,9 @@ pub enum Report {
         session: SessionId,
         /// The address that failed.
         addr: SocketAddr,
+        /// The OS error (`EADDRINUSE`: another process holds the port;
+        /// `EMFILE`: the process is out of file descriptors; ...).
+        os_error: Option<i32>,
     },
     /// No RTP in either direction for the timeout (hold timeout when held).
     Timeout {

@@ -44,6 +44,13 @@ const PENDING_REPORTS: usize = 4096;
 /// Largest datagram relayed: room stays for SRTP's tag, MKI and index.
 const MAX_DATAGRAM: usize = BUF_CAPACITY - 64;
 
+/// A media socket that could not be opened, and the OS error.
+#[derive(Debug, Clone, Copy)]
+struct BindError {
+    addr: SocketAddr,
+    os_error: Option<i32>,
+}
+
 /// Counters a thread publishes; the control handle sums them.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -378,18 +385,22 @@ impl Worker {
     }
 
     /// Binds and registers one socket.
-    fn bind(&mut self, addr: SocketAddr, r: SockRef) -> Result<(UdpSocket, Token), SocketAddr> {
-        let std_sock = bind_media(addr, self.cfg.dscp).map_err(|_| addr)?;
+    fn bind(&mut self, addr: SocketAddr, r: SockRef) -> Result<(UdpSocket, Token), BindError> {
+        let std_sock = bind_media(addr, self.cfg.dscp).map_err(|e| BindError {
+            addr,
+            os_error: e.raw_os_error(),
+        })?;
         let mut sock = UdpSocket::from_std(std_sock);
         let token = self.alloc_token(r);
-        if self
+        if let Some(e) = self
             .poll
             .registry()
             .register(&mut sock, token, Interest::READABLE)
-            .is_err()
+            .err()
+            .map(|e| e.raw_os_error())
         {
             self.free_token(token);
-            return Err(addr);
+            return Err(BindError { addr, os_error: e });
         }
         self.counters.ports_bound.fetch_add(1, Ordering::Relaxed);
         Ok((sock, token))
@@ -427,7 +438,7 @@ impl Worker {
         side: usize,
         ep: Endpoint,
         now: Instant,
-    ) -> Result<End, SocketAddr> {
+    ) -> Result<End, BindError> {
         let r = SockRef {
             session,
             stream,
@@ -440,9 +451,9 @@ impl Worker {
         } else {
             match self.bind(rtcp_local(&ep), SockRef { rtcp: true, ..r }) {
                 Ok(x) => Some(x),
-                Err(addr) => {
+                Err(e) => {
                     self.unbind(rtp, rtp_token);
-                    return Err(addr);
+                    return Err(e);
                 }
             }
         };
@@ -471,13 +482,13 @@ impl Worker {
         }
         let end_a = match self.make_end(session, stream, 0, a, now) {
             Ok(e) => e,
-            Err(addr) => return self.bind_failed(session, addr),
+            Err(e) => return self.bind_failed(session, e),
         };
         let end_b = match self.make_end(session, stream, 1, b, now) {
             Ok(e) => e,
-            Err(addr) => {
+            Err(e) => {
                 self.drop_end(end_a);
-                return self.bind_failed(session, addr);
+                return self.bind_failed(session, e);
             }
         };
         let st = Stream {
@@ -496,14 +507,18 @@ impl Worker {
     }
 
     /// A bind failed: the whole session goes (no Closed follows).
-    fn bind_failed(&mut self, session: SessionId, addr: SocketAddr) {
+    fn bind_failed(&mut self, session: SessionId, e: BindError) {
         if let Some(s) = self.sessions.remove(&session) {
             self.counters.sessions_open.fetch_sub(1, Ordering::Relaxed);
             for st in s.streams {
                 self.drop_stream(st);
             }
         }
-        self.report(Report::BindFailed { session, addr });
+        self.report(Report::BindFailed {
+            session,
+            addr: e.addr,
+            os_error: e.os_error,
+        });
     }
 
     fn update(&mut self, session: SessionId, stream: u8, side: Side, ep: Endpoint) {
@@ -560,7 +575,7 @@ impl Worker {
                         st.ends[x].rtcp = Some(pair);
                     }
                 }
-                Err(addr) => self.bind_failed(session, addr),
+                Err(e) => self.bind_failed(session, e),
             }
         }
     }

@@ -558,7 +558,12 @@ fn bind_failed_when_the_port_is_taken() {
         endpoint("127.0.77.23:30000", Some("127.0.78.23:5000"), false),
     );
     match next_report(&rx, 2000) {
-        Some(Report::BindFailed { session, addr: a }) => {
+        Some(Report::BindFailed {
+            session,
+            addr: a,
+            os_error,
+        }) => {
+            assert_eq!(os_error, Some(98), "EADDRINUSE: the port is taken");
             assert_eq!(session, SessionId(24));
             assert_eq!(a, addr("127.0.77.23:30001"));
         }

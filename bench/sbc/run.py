@@ -466,6 +466,9 @@ def run_calls(
                 "-r", f"{per_rate:.3f}", "-rp", "1000", "-m", str(per_calls[i]),
                 "-l", str(max(1, int(per_rate * (hold_ms / 1000 + 5)) + 100)),
                 "-d", str(hold_ms), "-nostdin", "-trace_err",
+                # A proxy with several workers (Kamailio) may forward a 180 after
+                # the 200: legal over UDP, and a UA ignores it; SIPp would abort.
+                "-default_behaviors", "all,-abortunexp",
                 "-trace_stat", "-stf", str(d / "stat.csv"), "-fd", "1",
                 "-timeout", f"{int(deadline_s)}s", "-timeout_error",
                 "-max_recv_loops", "10000", "-max_sched_loops", "10000",
@@ -562,11 +565,14 @@ def sbcs(args) -> list[Sbc]:
 
 
 def mode_calls(args, work: Path) -> dict:
+    # Runs alternate between the SBCs, so a drift in the machine's speed
+    # (other load, frequency) touches both alike; the best run of each counts.
     rows = {}
-    for sbc in sbcs(args):
-        runs = [measure(sbc, work / f"calls-{sbc.name}-{k}", args.rate, args.calls, args.hold_ms)
-                for k in range(args.repeat)]
-        rows[sbc.name] = runs
+    all_sbcs = sbcs(args)
+    for k in range(args.repeat):
+        for sbc in all_sbcs:
+            m = measure(sbc, work / f"calls-{sbc.name}-{k}", args.rate, args.calls, args.hold_ms)
+            rows.setdefault(sbc.name, []).append(m)
     return rows
 
 
@@ -747,7 +753,10 @@ def report(args, calls=None, capacity=None, media=None, memory=None, relay=None)
             steps = ", ".join(f"{m.rate:.0f}: {m.result.failed}, {m.cpu_ms_per_call:.2f}" for m in c["steps"])
             out.append(f"| {name} | {c['best']:.0f} calls/s | {steps} |")
         if "palisade" in capacity and "kamailio+rtpengine" in capacity:
-            out += ["", f"Palisade / anchor: {ratio(capacity['palisade']['best'], capacity['kamailio+rtpengine']['best']):.2f}x "
+            p, a = capacity["palisade"]["best"], capacity["kamailio+rtpengine"]["best"]
+            top = float(args.rates.split(",")[-1])
+            more = " (the highest rate tried: Palisade's limit is higher)" if p >= top else ""
+            out += ["", f"Palisade / anchor: {ratio(p, a):.2f}x{more} "
                     "(target: zero failures at 2x the anchor's highest zero-failure rate)."]
         out.append("")
     if media:
@@ -786,11 +795,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["calls", "capacity", "media", "memory", "all"])
     ap.add_argument("--sbc", default="palisade,anchor", help="palisade,anchor (default both)")
-    ap.add_argument("--rate", type=float, default=400, help="calls mode: calls per second (400)")
-    ap.add_argument("--calls", type=int, default=8000, help="calls mode: calls per run (8000)")
-    ap.add_argument("--repeat", type=int, default=2, help="calls mode: runs per SBC, best kept (2)")
+    ap.add_argument("--rate", type=float, default=250,
+                    help="calls mode: calls per second (250: the anchor sustains it on 2 cores)")
+    ap.add_argument("--calls", type=int, default=5000, help="calls mode: calls per run (5000)")
+    ap.add_argument("--repeat", type=int, default=3, help="calls mode: runs per SBC, alternating, best kept (3)")
     ap.add_argument("--hold-ms", type=int, default=500, help="call hold time (500 ms)")
-    ap.add_argument("--rates", default="500,1000,1500,2000,2500,3000,4000",
+    ap.add_argument("--rates", default="200,300,400,600,800,1000,1200,1600,2000",
                     help="capacity mode: rates to step through")
     ap.add_argument("--step-seconds", type=int, default=10, help="capacity mode: seconds per step (10)")
     ap.add_argument("--sessions", type=int, default=500, help="media mode: concurrent calls (500)")

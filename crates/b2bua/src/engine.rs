@@ -1625,7 +1625,7 @@ impl Engine {
         );
         w.header(HeaderName::Contact, &b.contact);
         w.header(HeaderName::Allow, ALLOW);
-        copy_passed_headers(&mut w, &a_invite, trunk);
+        copy_passed_headers(&mut w, &a_invite, trunk, zone.sip_address);
         if let Some((name, value)) = self.edge.pending_auth.get(&c) {
             w.header(*name, value);
         }
@@ -2223,9 +2223,10 @@ impl Engine {
         };
         let cfg = Arc::clone(&call.cfg);
         let leg = call.leg(to);
-        let Some(trunk) = cfg.trunk(leg.trunk) else {
+        let (Some(trunk), Some(zone)) = (cfg.trunk(leg.trunk), cfg.zone(leg.flow.zone)) else {
             return false;
         };
+        let own = zone.sip_address;
         let contact = leg.contact.clone();
         let target_refresh = status < 300 && status > 100 && (invite || is_target_refresh(resp));
         let is_invite_2xx = invite && (200..300).contains(&status);
@@ -2251,7 +2252,7 @@ impl Engine {
                     w.header(HeaderName::Allow, ALLOW);
                 }
                 copy_body_headers(w, &resp_headers);
-                copy_passed_headers(w, &resp_headers, trunk);
+                copy_passed_headers(w, &resp_headers, trunk, own);
             },
             ct,
             body,
@@ -2669,7 +2670,7 @@ impl Engine {
             w.header(HeaderName::Allow, ALLOW);
         }
         copy_body_headers(&mut w, req);
-        copy_passed_headers(&mut w, req, trunk);
+        copy_passed_headers(&mut w, req, trunk, zone.sip_address);
         Ok((finish_body(w, body), leg.flow, seq))
     }
 
@@ -2887,17 +2888,86 @@ fn is_target_refresh(msg: &Message) -> bool {
 }
 
 /// Copies the headers `trunk` lets cross from `src` (its `pass_headers`).
-fn copy_passed_headers(w: &mut MessageWriter, src: &Message, trunk: &palisade_config::Trunk) {
+/// Identity headers (RFC 3325 and the pre-standard Remote-Party-ID) carry a
+/// URI whose host is the sending side's. When a trunk lets one cross, the
+/// user part crosses and the host becomes Palisade's own address on the
+/// leg it is sent on, as the From host does: the other side learns the
+/// identity, not the network it came from.
+const IDENTITY_HEADERS: [&str; 3] = [
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Remote-Party-ID",
+];
+
+/// Copies the headers `trunk.pass_headers` lets through; identity headers
+/// get `own` (Palisade's address toward that trunk) as their host.
+fn copy_passed_headers(
+    w: &mut MessageWriter,
+    src: &Message,
+    trunk: &palisade_config::Trunk,
+    own: std::net::IpAddr,
+) {
     if trunk.pass_headers.is_empty() {
         return;
     }
+    let own_host = host_str(own);
     for h in src.headers() {
-        if let Ok(name) = std::str::from_utf8(h.raw_name)
-            && trunk.passes_header(name)
-        {
-            w.copy_line(h.line);
+        let Ok(name) = std::str::from_utf8(h.raw_name) else {
+            continue;
+        };
+        if !trunk.passes_header(name) {
+            continue;
         }
+        if IDENTITY_HEADERS.iter().any(|n| h.is_named(n)) {
+            // A value that does not parse is not copied: it could carry
+            // anything of the other side.
+            if let Some(v) = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| rehost_identity(v, &own_host))
+            {
+                w.header_named(name, v.as_bytes());
+            }
+            continue;
+        }
+        w.copy_line(h.line);
     }
+}
+
+/// Where `inner` (a subslice of `outer`) starts in `outer`.
+fn offset_in(outer: &str, inner: &str) -> Option<usize> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (start + inner.len() <= outer.len()).then_some(start)
+}
+
+/// The identity header value `value` with the host (and port) of every SIP
+/// URI in it replaced by `own_host`; TEL URIs unchanged. `None` when a
+/// value does not parse.
+fn rehost_identity(value: &str, own_host: &str) -> Option<String> {
+    let mut out = String::with_capacity(value.len() + own_host.len());
+    for (i, part) in palisade_sip::split_list(value).enumerate() {
+        let part = part.trim();
+        let na = palisade_sip::NameAddr::parse(part).ok()?;
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let Some(sip) = na.uri.as_sip() else {
+            out.push_str(part);
+            continue;
+        };
+        let uri_at = offset_in(part, na.uri_str)?;
+        let host_at = offset_in(na.uri_str, sip.host_raw)?;
+        let mut host_end = host_at + sip.host_raw.len();
+        let rest = &na.uri_str[host_end..];
+        if let Some(port) = rest.strip_prefix(':') {
+            host_end += 1 + port.bytes().take_while(u8::is_ascii_digit).count();
+        }
+        out.push_str(&part[..uri_at]);
+        out.push_str(&na.uri_str[..host_at]);
+        out.push_str(own_host);
+        out.push_str(&na.uri_str[host_end..]);
+        out.push_str(&part[uri_at + na.uri_str.len()..]);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn copy_body_headers(w: &mut MessageWriter, src: &Message) {
@@ -2916,5 +2986,28 @@ fn finish_body(w: MessageWriter, body: Option<(String, Bytes)>) -> Bytes {
     match body {
         Some((ct, b)) => w.finish(Some(&ct), &b),
         None => w.finish_empty(),
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::rehost_identity;
+
+    #[test]
+    fn identity_hosts_become_ours_and_the_rest_is_kept() {
+        let v = "\"Reception\" <sip:+4989555000@pbx1.corp.example:5070;user=phone>;x=1, <tel:+4989555000>";
+        assert_eq!(
+            rehost_identity(v, "127.0.0.2").as_deref(),
+            Some("\"Reception\" <sip:+4989555000@127.0.0.2;user=phone>;x=1, <tel:+4989555000>")
+        );
+        assert_eq!(
+            rehost_identity("sip:alice@10.0.0.7", "[2001:db8::1]").as_deref(),
+            Some("sip:alice@[2001:db8::1]")
+        );
+        assert_eq!(
+            rehost_identity("<sip:@", "127.0.0.2"),
+            None,
+            "unparseable: not copied"
+        );
     }
 }

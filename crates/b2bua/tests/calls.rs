@@ -1340,6 +1340,26 @@ fn topology_to_host_route_warning_and_pass_headers() {
 }
 
 #[test]
+fn a_passed_identity_header_crosses_with_palisades_host() {
+    let mut lab = lab_with(quickstart_passing("P-Asserted-Identity"));
+    lab.recv_msg(INSIDE, PBX, pbx_invite(46, "+4930123456", Some(PBX_SDP)));
+    let inv_b = lab.find(CARRIER1, "INVITE");
+    // The PBX sent <sip:+4989555000@127.0.0.10>: the identity crosses, its
+    // network does not.
+    assert_eq!(
+        inv_b.header_named("P-Asserted-Identity"),
+        Some(&b"<sip:+4989555000@127.0.0.2>"[..])
+    );
+    // (The SDP's c= line is the media layer's: this lab does not anchor.)
+    for h in inv_b.headers() {
+        assert!(
+            !String::from_utf8_lossy(h.line).contains("127.0.0.10"),
+            "{h:?}"
+        );
+    }
+}
+
+#[test]
 fn max_forwards_zero_is_a_loop() {
     let mut lab = lab();
     let inv = String::from_utf8(pbx_invite(45, "+4930123456", None).to_vec())

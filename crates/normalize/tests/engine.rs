@@ -73,11 +73,13 @@ fn a_pbx_invite_becomes_what_the_carrier_receives() {
         );
         assert!(!l.starts_with("X-Internal-Host"), "{l}");
     }
-    // pass_headers lets P-Asserted-Identity cross; both profiles rewrote it.
+    // pass_headers lets P-Asserted-Identity cross (with Palisade's host, not
+    // the PBX's); both profiles rewrote its number.
     assert!(
         lines
             .iter()
-            .any(|l| l == "P-Asserted-Identity: <sip:089555000@pbx1.corp.example>")
+            .any(|l| l == "P-Asserted-Identity: <sip:089555000@127.0.0.2>"),
+        "{lines:?}"
     );
     // What fired, in order: the PBX's inbound profile, then the carrier's outbound one.
     let fired: Vec<(String, RuleDirection, String)> = run

@@ -126,9 +126,17 @@ impl Engine {
         // The digest is computed even for unknown users (against a dummy
         // HA1) so the work does not tell users apart.
         let dummy = "0".repeat(c.algorithm.hex_len());
+        let ruri = msg.request_uri_str().unwrap_or_default();
         let expect = ServerExpect {
             method,
-            request_uri: msg.request_uri_str().unwrap_or_default(),
+            // The digest covers the `uri` the client wrote; it must name the
+            // Request-URI's resource, but phones write it in their own way
+            // (parameters dropped or re-cased, a default port spelt out).
+            request_uri: if same_resource(&c.uri, ruri) {
+                &c.uri
+            } else {
+                ruri
+            },
             qop_offered: true,
         };
         let digest_ok = verify_request(&c, ha1.unwrap_or(&dummy), &expect).is_ok() && ha1.is_some();
@@ -333,5 +341,53 @@ impl Engine {
         self.start_attempt(now, c, member, &number, user_phone);
         self.edge.pending_auth.remove(&c);
         true
+    }
+}
+
+/// Whether the digest `uri` and the Request-URI name the same resource:
+/// equal, or both SIP URIs with the same scheme, user and host (case-
+/// insensitive) and port (the scheme's default when absent); parameters and
+/// headers are ignored (RFC 2617 3.2.2.5 asks for the same URI, RFC 3261
+/// 19.1.4 compares them this way in spirit). An answer computed for
+/// another resource still fails; replays are stopped by nonce counts.
+fn same_resource(digest_uri: &str, request_uri: &str) -> bool {
+    if digest_uri == request_uri {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (
+        palisade_sip::Uri::parse(digest_uri),
+        palisade_sip::Uri::parse(request_uri),
+    ) else {
+        return false;
+    };
+    let (Some(a), Some(b)) = (a.as_sip(), b.as_sip()) else {
+        return false;
+    };
+    let port = |u: &palisade_sip::SipUri<'_>| {
+        u.port.unwrap_or(match u.scheme {
+            palisade_sip::SipScheme::Sips => 5061,
+            palisade_sip::SipScheme::Sip => 5060,
+        })
+    };
+    a.scheme == b.scheme
+        && a.user == b.user
+        && a.host_raw.eq_ignore_ascii_case(b.host_raw)
+        && port(a) == port(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_resource;
+
+    #[test]
+    fn digest_uris_naming_the_request_uris_resource_match() {
+        let ruri = "sip:palisade.e2e;transport=UDP";
+        assert!(same_resource("sip:palisade.e2e", ruri));
+        assert!(same_resource("sip:PALISADE.e2e:5060;transport=udp", ruri));
+        assert!(!same_resource("sip:other.example", ruri));
+        assert!(!same_resource("sip:palisade.e2e:5080", ruri));
+        assert!(!same_resource("sips:palisade.e2e", ruri));
+        assert!(!same_resource("sip:100@palisade.e2e", ruri));
+        assert!(!same_resource("not a uri", ruri));
     }
 }

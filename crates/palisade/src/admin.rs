@@ -40,6 +40,18 @@ fn open(path: &std::path::Path) -> Result<Store, AppError> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` without pulling a date crate into the binary.
+/// A ban's state in `bans list`: lifted by an operator, run out, or in force.
+/// `removed_unix_ms` 0: not lifted.
+fn ban_state(removed_unix_ms: i64, expires_unix_ms: i64, now_unix_ms: i64) -> &'static str {
+    if removed_unix_ms > 0 {
+        "lifted"
+    } else if expires_unix_ms <= now_unix_ms {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
 fn jiff_like(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -146,8 +158,8 @@ pub fn bans(args: &BansArgs) -> Result<(), AppError> {
             let list = store.list_bans(now, *all)?;
             if !*json {
                 println!(
-                    "{:<40} {:<20} {:<20} {:<8} DETAIL",
-                    "SOURCE", "REASON", "EXPIRES", "KERNEL"
+                    "{:<40} {:<20} {:<20} {:<8} {:<8} DETAIL",
+                    "SOURCE", "REASON", "EXPIRES", "KERNEL", "STATE"
                 );
             }
             for b in &list {
@@ -161,20 +173,32 @@ pub fn bans(args: &BansArgs) -> Result<(), AppError> {
                     )
                 });
                 let in_kernel = in_kernel.unwrap_or_else(|| "n/a".to_owned());
+                let state = ban_state(b.removed_unix_ms, b.expires_unix_ms, now);
                 if *json {
                     let v = serde_json::json!({
                         "source": b.ip, "reason": b.reason, "detail": b.detail,
                         "created_unix_ms": b.created_unix_ms, "expires_unix_ms": b.expires_unix_ms,
-                        "kernel": in_kernel, "removed_unix_ms": b.removed_unix_ms, "removed_by": b.removed_by,
+                        "kernel": in_kernel, "state": state,
+                        "removed_unix_ms": b.removed_unix_ms, "removed_by": b.removed_by,
                     });
                     println!("{v}");
                 } else {
+                    let lifted = if b.removed_unix_ms > 0 {
+                        format!(
+                            "lifted by {} at {}; ",
+                            b.removed_by,
+                            jiff_like(b.removed_unix_ms)
+                        )
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "{:<40} {:<20} {:<20} {:<8} {}",
+                        "{:<40} {:<20} {:<20} {:<8} {:<8} {lifted}{}",
                         b.ip,
                         b.reason,
                         jiff_like(b.expires_unix_ms),
                         in_kernel,
+                        state,
                         b.detail
                     );
                 }
@@ -204,5 +228,12 @@ mod tests {
     fn times_are_utc_iso() {
         assert_eq!(super::jiff_like(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::jiff_like(1_767_601_800_000), "2026-01-05T08:30:00Z");
+    }
+
+    #[test]
+    fn ban_states() {
+        assert_eq!(super::ban_state(5, 100, 50), "lifted");
+        assert_eq!(super::ban_state(0, 100, 100), "expired");
+        assert_eq!(super::ban_state(0, 100, 99), "active");
     }
 }

@@ -128,14 +128,20 @@ fn pbx_calls_all_succeeded(mut pbx: SippProcess, during: &str) -> u64 {
     stats.successful
 }
 
-/// REASON, EXPIRES and KERNEL of the `palisade bans list` row for `ip`
-/// that expires last.
-fn ban_row(list: &str, ip: &str) -> Option<(String, String, String)> {
+/// REASON, EXPIRES, KERNEL and STATE of the `palisade bans list` row for
+/// `ip` that expires last.
+fn ban_row(list: &str, ip: &str) -> Option<(String, String, String, String)> {
     list.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.first() == Some(&ip) && f.len() >= 4)
-                .then(|| (f[1].to_string(), f[2].to_string(), f[3].to_string()))
+            (f.first() == Some(&ip) && f.len() >= 5).then(|| {
+                (
+                    f[1].to_string(),
+                    f[2].to_string(),
+                    f[3].to_string(),
+                    f[4].to_string(),
+                )
+            })
         })
         .max_by(|a, b| a.1.cmp(&b.1))
 }
@@ -275,13 +281,16 @@ fn sipvicious_scanners_are_banned_in_the_kernel_while_the_trunk_calls() {
             assert_eq!(
                 list.lines()
                     .next()
-                    .map(|h| h.split_whitespace().take(5).collect::<Vec<_>>()),
-                Some(vec!["SOURCE", "REASON", "EXPIRES", "KERNEL", "DETAIL"]),
+                    .map(|h| h.split_whitespace().take(6).collect::<Vec<_>>()),
+                Some(vec![
+                    "SOURCE", "REASON", "EXPIRES", "KERNEL", "STATE", "DETAIL"
+                ]),
                 "{list}"
             );
-            let (reason, expires, kernel) =
+            let (reason, expires, kernel, state) =
                 ban_row(&list, &ip.to_string()).unwrap_or_else(|| panic!("{ip}:\n{list}"));
             assert_eq!(reason, "scanner-user-agent", "{list}");
+            assert_eq!(state, "active", "{list}");
             let left = iso_to_unix(&expires).unwrap_or_else(|| panic!("{expires}")) - unix_now();
             assert!(
                 (0..=16).contains(&left),
@@ -453,11 +462,18 @@ fn sipvicious_scanners_are_banned_in_the_kernel_while_the_trunk_calls() {
         std::fs::write(dir.join("bans-list-expired.txt"), &list).unwrap();
         for ip in scanners {
             assert_eq!(
-                ban_row(&list, &ip.to_string()).map(|r| r.2),
-                Some("no".to_string()),
+                ban_row(&list, &ip.to_string()).map(|r| (r.2, r.3)),
+                Some(("no".to_string(), "expired".to_string())),
                 "{list}"
             );
         }
+        // The ban the operator lifted stays in the history, marked.
+        assert!(
+            list.lines().any(|l| l.starts_with("127.0.0.1 ")
+                && l.split_whitespace().nth(4) == Some("lifted")
+                && l.contains("lifted by e2e at ")),
+            "{list}"
+        );
         lab.assert_alive();
         let status = lab.shutdown();
         assert!(status.success());

@@ -459,6 +459,10 @@ pub struct Logging {
     pub format: LogFormat,
     /// A `tracing_subscriber::EnvFilter` directive, checked at load. Default `info`.
     pub level: String,
+    /// How long the call engine may hold log lines to write many with one
+    /// write(2): default 100 ms, 0..=1000; 0 writes at the end of each
+    /// engine turn. `warn` and `error` lines are never held.
+    pub batch: std::time::Duration,
 }
 
 /// Per-zone index from source address to trunk.

@@ -205,6 +205,7 @@ pub(crate) struct RawShutdown {
 pub(crate) struct RawLogging {
     pub format: Option<S<RawLogFormat>>,
     pub level: Option<S<String>>,
+    pub batch_ms: Option<S<u64>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -113,6 +113,7 @@ fn minimal_document_takes_every_default() {
     assert_eq!(c.shutdown().grace, Duration::from_secs(30));
     assert_eq!(c.logging().format, LogFormat::Text);
     assert_eq!(c.logging().level, "info");
+    assert_eq!(c.logging().batch, Duration::from_millis(100));
     let m = c.media();
     assert!(m.anchor);
     assert_eq!(m.relay_threads, 0);
@@ -303,6 +304,13 @@ fn wrong_types_point_at_the_value() {
         11,
         "logging.format",
         "unknown variant `yaml`, expected one of text, json",
+    );
+    expect_one(
+        &format!("logging:\n  batch_ms: 5000\n{BASE}"),
+        2,
+        13,
+        "logging.batch_ms",
+        "5000 is out of range: must be 0..=1000",
     );
 }
 

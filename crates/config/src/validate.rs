@@ -193,6 +193,11 @@ const DNS_NEGATIVE_TTL_S: Num = Num {
 /// Most name servers in `dns.servers`.
 const MAX_DNS_SERVERS: usize = 8;
 const DNS_PORT: u16 = 53;
+const LOG_BATCH_MS: Num = Num {
+    key: "batch_ms",
+    default: 100,
+    range: 0..=1000,
+};
 const GRACE_S: Num = Num {
     key: "grace_seconds",
     default: 30,
@@ -1637,7 +1642,12 @@ fn logging(cx: &mut Ctx, raw: crate::raw::RawLogging) -> Logging {
             l.value
         }
     };
-    Logging { format, level }
+    let batch = Duration::from_millis(cx.num(raw.batch_ms.as_ref(), "logging", &LOG_BATCH_MS));
+    Logging {
+        format,
+        level,
+        batch,
+    }
 }
 
 /// A light check that `level` is a tracing `EnvFilter` directive list, plus

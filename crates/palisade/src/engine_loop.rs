@@ -205,6 +205,8 @@ impl EngineLoop {
         tokio::pin!(timer);
         let phase_timer = tokio::time::sleep_until(far_future(now()));
         tokio::pin!(phase_timer);
+        let log_timer = tokio::time::sleep_until(far_future(now()));
+        tokio::pin!(log_timer);
         let mut control_open = true;
         // Gives the engine its first `now`, so it schedules health probes.
         self.engine.handle_timeout(now());
@@ -223,12 +225,17 @@ impl EngineLoop {
             phase_timer.as_mut().reset(
                 phase_deadline.map_or_else(|| far_future(t), tokio::time::Instant::from_std),
             );
-            // Lines logged from here to the end of the turn go out in one write.
+            let log_deadline = crate::logging::held_deadline();
+            if let Some(d) = log_deadline {
+                log_timer.as_mut().reset(tokio::time::Instant::from_std(d));
+            }
+            // Lines logged from here to the end of the turn go out in one
+            // write, now or (held) within `logging::HOLD`.
             let mut log_batch = None;
             tokio::select! {
                 msg = inbound.recv() => match msg {
                     Some(first) => {
-                        log_batch = Some(crate::logging::batch());
+                        log_batch = Some(crate::logging::hold());
                         self.on_received(first);
                         for _ in 0..BATCH {
                             match inbound.try_recv() {
@@ -255,6 +262,7 @@ impl EngineLoop {
                     }
                 }
                 () = &mut phase_timer, if phase_deadline.is_some() => {}
+                () = &mut log_timer, if log_deadline.is_some() => {}
                 ctl = control.recv(), if control_open => match ctl {
                     Some(c) => self.on_control(c),
                     None => {
@@ -268,7 +276,7 @@ impl EngineLoop {
                     }
                 },
             }
-            let _log_batch = log_batch.unwrap_or_else(crate::logging::batch);
+            let _log_batch = log_batch.unwrap_or_else(crate::logging::hold);
             self.drain_reports(&mut reports);
             let t = now();
             if self.engine.poll_timeout().is_some_and(|d| d <= t) {
@@ -285,6 +293,7 @@ impl EngineLoop {
             self.flush();
         }
         info!("engine loop stopped");
+        crate::logging::flush_held();
         // Calls ended by the shutdown told the guard; carry out what it said.
         if let Some(g) = self.guard.as_mut() {
             g.last_drive(&mut self.engine);

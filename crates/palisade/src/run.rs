@@ -205,6 +205,8 @@ async fn serve(
         dns_seed,
     };
     let outcome = supervisor.run(&mut signals, engine_task).await;
+    // The engine task ran on this thread: write what its last turns held.
+    logging::flush_held();
 
     if let Some(rt) = media_runtime {
         // Calls are over: the engine loop ended them and lingered.
@@ -380,6 +382,7 @@ impl Supervisor {
             return;
         }
         let level_changed = self.config.logging().level != new.logging().level;
+        let batch_changed = self.config.logging().batch != new.logging().batch;
         match &self.dns {
             Some(dns) if !dns.reload(Arc::clone(&new)).await => {
                 warn!("the DNS resolver has stopped: trunk members by name are not re-resolved");
@@ -405,6 +408,13 @@ impl Supervisor {
         if level_changed {
             info!(level = %self.config.logging().level, "applying logging.level");
             self.log.set_level(&self.config.logging().level);
+        }
+        if batch_changed {
+            info!(
+                batch_ms = self.config.logging().batch.as_millis(),
+                "applying logging.batch_ms"
+            );
+            self.log.set_batch(self.config.logging().batch);
         }
     }
 

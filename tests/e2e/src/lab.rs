@@ -38,6 +38,10 @@ pub struct LabConfig {
     pub shutdown_grace_seconds: u64,
     /// `logging.level`.
     pub log_level: String,
+    /// `logging.batch_ms`: 0 here, so a test can read a line in the log as
+    /// soon as the event that logs it is over (the shipped 100 ms batch runs
+    /// in the quickstart test and the benchmark, and `palisade`'s unit tests).
+    pub log_batch_ms: u64,
     /// The inside zone's media port range (the outside's is 30000-30999).
     pub inside_media_ports: (u16, u16),
     /// The top-level `media:` section as a YAML flow mapping body
@@ -79,6 +83,7 @@ impl Default for LabConfig {
             max_message_bytes: 16384,
             shutdown_grace_seconds: 2,
             log_level: "debug".to_string(),
+            log_batch_ms: 0,
             inside_media_ports: (20000, 20999),
             media: String::new(),
             pbx_media: String::new(),
@@ -120,6 +125,7 @@ impl LabConfig {
             max_message_bytes,
             shutdown_grace_seconds,
             log_level,
+            log_batch_ms,
             inside_media_ports: (inside_min, inside_max),
             media,
             pbx_media,
@@ -204,6 +210,7 @@ shutdown:\n\
 logging:\n\
 \x20 format: text\n\
 \x20 level: {log_level}\n\
+\x20 batch_ms: {log_batch_ms}\n\
 {extra_sections}\
 \n\
 {guard_yaml}"

@@ -289,7 +289,7 @@ registrar:
 nat:
   keepalive: {method: crlf, interval_seconds: 2}
 shutdown: {grace_seconds: 1}
-logging: {level: debug}
+logging: {level: debug, batch_ms: 0}
 ";
 
 #[test]

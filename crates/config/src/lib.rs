@@ -45,9 +45,9 @@ pub use guard::{
 };
 pub use ipnet::IpNet;
 pub use model::{
-    Config, Destination, Dns, DnsMember, Health, Latching, LogFormat, Logging, Media, MediaRange,
-    Member, Node, Probe, Route, RtcpMuxPolicy, Shutdown, Sip, SrtpPolicy, Trunk, TrunkId,
-    TrunkMedia, Zone, ZoneId,
+    Admin, Config, Destination, Dns, DnsMember, Health, Latching, LogFormat, Logging, Media,
+    MediaRange, Member, Node, Probe, Route, RtcpMuxPolicy, Shutdown, Sip, SrtpPolicy, Trunk,
+    TrunkId, TrunkMedia, Zone, ZoneId,
 };
 pub use normalization::{Normalization, ProfileId, TrunkNormalization};
 pub use palisade_sip::Transport;

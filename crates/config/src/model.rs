@@ -442,6 +442,16 @@ pub struct Shutdown {
     pub grace: Duration,
 }
 
+/// `admin:` — the HTTP endpoint for Prometheus (`/metrics`), health checks
+/// (`/health`) and status (`/api/v1/status`). Read-only, no authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Admin {
+    /// `listen: IP:PORT`; absent = no admin endpoint. A loopback address
+    /// unless `allow_non_loopback: true` (default false).
+    pub listen: Option<SocketAddr>,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -484,6 +494,7 @@ pub struct Config {
     pub(crate) routes: Vec<Route>,
     pub(crate) media: Media,
     pub(crate) shutdown: Shutdown,
+    pub(crate) admin: Admin,
     pub(crate) logging: Logging,
     pub(crate) dns: Dns,
     pub(crate) guard: crate::guard::Guard,
@@ -535,6 +546,11 @@ impl Config {
     /// `shutdown:` settings.
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
+    }
+
+    /// `admin:` settings.
+    pub fn admin(&self) -> &Admin {
+        &self.admin
     }
 
     /// `logging:` settings.

@@ -29,6 +29,7 @@ pub(crate) struct RawConfig {
     pub registrar: Option<S<RawRegistrar>>,
     pub nat: Option<RawNat>,
     pub call_admission: Option<RawCallAdmission>,
+    pub admin: Option<S<RawAdmin>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +193,13 @@ pub(crate) struct RawRoute {
     pub number_regex: Option<S<String>>,
     pub to_trunk: S<String>,
     pub to_registered: Option<S<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub listen: Option<S<String>>,
+    pub allow_non_loopback: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

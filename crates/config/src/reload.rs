@@ -17,7 +17,7 @@ impl Config {
     /// Everything else is bound into sockets, buffers or the logger at start
     /// and needs a restart: zones (names and order, addresses, transports,
     /// ports, media ranges, DSCP), the `media` section (the relay is started
-    /// with it), the other `sip` limits and buffers, `node`, `logging.format`,
+    /// with it), the other `sip` limits and buffers, `node`, `logging.format`, `admin.listen`,
     /// `guard.nftables`, `guard.nftables_table` and `alerts.database_path`. On
     /// `Err`, one line per such change,
     /// `FIELD_PATH: OLD -> NEW`.
@@ -99,6 +99,7 @@ impl Config {
         );
         cmp("media.dscp_rtp", &o.dscp_rtp, &n.dscp_rtp);
         cmp("logging.format", &self.logging.format, &new.logging.format);
+        cmp("admin.listen", &self.admin.listen, &new.admin.listen);
         cmp("guard.nftables", &self.guard.nftables, &new.guard.nftables);
         cmp(
             "guard.nftables_table",

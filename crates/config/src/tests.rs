@@ -1994,3 +1994,64 @@ fn guard_sections_are_validated_with_locations() {
         "`+` followed by",
     );
 }
+
+// ---------------------------------------------------------------- admin
+
+#[test]
+fn admin_is_off_unless_listen_is_given() {
+    assert_eq!(ok(BASE).admin().listen, None);
+    let c = ok(&format!("admin:\n  listen: 127.0.0.1:9091\n{BASE}"));
+    assert_eq!(c.admin().listen, Some("127.0.0.1:9091".parse().unwrap()));
+    let c = ok(&format!("admin:\n  listen: \"[::1]:9091\"\n{BASE}"));
+    assert_eq!(c.admin().listen, Some("[::1]:9091".parse().unwrap()));
+}
+
+#[test]
+fn admin_listen_must_be_ip_port() {
+    for bad in [
+        "127.0.0.1",
+        "localhost:9091",
+        "127.0.0.1:0",
+        "127.0.0.1:70000",
+    ] {
+        expect_one(
+            &format!("admin:\n  listen: \"{bad}\"\n{BASE}"),
+            2,
+            11,
+            "admin.listen",
+            "is not IP:PORT",
+        );
+    }
+}
+
+#[test]
+fn admin_off_loopback_needs_an_explicit_yes() {
+    expect_one(
+        &format!("admin:\n  listen: 0.0.0.0:9091\n{BASE}"),
+        2,
+        11,
+        "admin.listen",
+        "no authentication",
+    );
+    let c = ok(&format!(
+        "admin:\n  listen: 0.0.0.0:9091\n  allow_non_loopback: true\n{BASE}"
+    ));
+    assert_eq!(c.admin().listen, Some("0.0.0.0:9091".parse().unwrap()));
+}
+
+#[test]
+fn admin_unknown_field_is_refused() {
+    let e = load_str(&format!("admin:\n  port: 9091\n{BASE}"), "t.yaml").unwrap_err();
+    assert!(e.to_string().contains("port"), "{e}");
+}
+
+#[test]
+fn admin_listen_change_needs_a_restart() {
+    let a = ok(&format!("admin:\n  listen: 127.0.0.1:9091\n{BASE}"));
+    let b = ok(&format!("admin:\n  listen: 127.0.0.1:9092\n{BASE}"));
+    let changes = a.reload_check(&b).unwrap_err();
+    assert!(
+        changes.iter().any(|c| c.starts_with("admin.listen")),
+        "{changes:?}"
+    );
+}

@@ -5,7 +5,7 @@
 //! (the default), so one run reports everything it can.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -16,9 +16,9 @@ use serde_saphyr::Location;
 
 use crate::error::Problem;
 use crate::model::{
-    Config, Destination, Dns, DnsMember, Health, Latching, LogFormat, Logging, Media, MediaRange,
-    Member, Node, Probe, Route, RtcpMuxPolicy, Shutdown, Sip, SourceIndex, SrtpPolicy, Trunk,
-    TrunkId, TrunkMedia, Zone, ZoneId,
+    Admin, Config, Destination, Dns, DnsMember, Health, Latching, LogFormat, Logging, Media,
+    MediaRange, Member, Node, Probe, Route, RtcpMuxPolicy, Shutdown, Sip, SourceIndex, SrtpPolicy,
+    Trunk, TrunkId, TrunkMedia, Zone, ZoneId,
 };
 use crate::raw::{
     RawConfig, RawDns, RawHealth, RawLatching, RawLogFormat, RawMediaSection, RawMember, RawProbe,
@@ -331,6 +331,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             grace: Duration::from_secs(cx.num(s.grace_seconds.as_ref(), "shutdown", &GRACE_S)),
         }
     };
+    let admin = admin(&mut cx, raw.admin.as_ref());
     let logging = logging(&mut cx, raw.logging.unwrap_or_default());
     let dns = dns(&mut cx, raw.dns.as_ref());
     let plain_trunks: Vec<Trunk> = trunks.iter().map(|(t, _)| t.clone()).collect();
@@ -381,6 +382,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         routes,
         media,
         shutdown,
+        admin,
         logging,
         dns,
         guard,
@@ -1627,6 +1629,41 @@ pub(crate) fn regex_error_line(e: &regex::Error) -> String {
 }
 
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+fn admin(cx: &mut Ctx, raw: Option<&S<crate::raw::RawAdmin>>) -> Admin {
+    let Some(a) = raw.map(|a| &a.value) else {
+        return Admin::default();
+    };
+    let Some(l) = &a.listen else {
+        return Admin::default();
+    };
+    let text = l.value.trim();
+    let listen = match text.parse::<SocketAddr>() {
+        Ok(sa) if sa.port() != 0 => sa,
+        _ => {
+            cx.err(
+                l.referenced,
+                "admin.listen",
+                format!("`{text}` is not IP:PORT with a port above 0 (IPv6 as [::1]:9091)"),
+            );
+            return Admin::default();
+        }
+    };
+    let open = a.allow_non_loopback.as_ref().is_some_and(|v| v.value);
+    if !listen.ip().is_loopback() && !open {
+        cx.err(
+            l.referenced,
+            "admin.listen",
+            format!(
+                "{listen} is not a loopback address: the admin endpoint has no authentication; \
+                 set admin.allow_non_loopback: true to listen there (and firewall it)"
+            ),
+        );
+    }
+    Admin {
+        listen: Some(listen),
+    }
+}
 
 fn logging(cx: &mut Ctx, raw: crate::raw::RawLogging) -> Logging {
     let format = match raw.format.map(|f| f.value) {

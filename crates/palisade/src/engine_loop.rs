@@ -85,6 +85,8 @@ pub struct LoopReport {
     pub guard: Option<GuardIoStats>,
     /// The edge's counters (registrar, auth, registrations, keepalives, CAC).
     pub edge: palisade_b2bua::EdgeStats,
+    /// Whether new calls are refused because the process is stopping.
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +315,7 @@ impl EngineLoop {
             guard: self.guard.as_ref().map(GuardIo::stats),
             media: self.media.as_ref().map(|m| m.media.stats()),
             relay: self.media.as_ref().map(|m| m.relay.stats()),
+            draining: self.phase != Phase::Running,
         }
     }
 

@@ -54,6 +54,9 @@ pub enum AppError {
     /// The listeners could not be started (the message names the address).
     #[error("cannot start listeners: {0}")]
     Listen(#[from] TransportError),
+    /// The admin endpoint could not be bound (the message names the address).
+    #[error("{0}")]
+    Admin(#[from] palisade_admin::AdminError),
     /// Trunks have `host:` members but no DNS resolver could be set up.
     #[error("{0}")]
     Dns(#[from] palisade_dns::DnsError),
@@ -115,7 +118,7 @@ impl AppError {
             AppError::MessageRead { .. } | AppError::MessageParse(_) => EXIT_MESSAGE,
             AppError::NotDelivered(_) => EXIT_NOT_DELIVERED,
             AppError::Nftables(_) | AppError::Alerts(_) => EXIT_INTERNAL,
-            AppError::Listen(TransportError::Bind { .. }) => EXIT_BIND,
+            AppError::Listen(TransportError::Bind { .. }) | AppError::Admin(_) => EXIT_BIND,
             AppError::Listen(_)
             | AppError::Runtime(_)
             | AppError::Signal { .. }

@@ -8,16 +8,18 @@
 //! threads and the media manager installed in the engine ([`media`]), the
 //! single task that owns the sans-IO call engine and feeds it messages,
 //! timers, relay reports and the clock ([`engine_loop`]), Unix signals (SIGTERM/SIGINT drain, SIGHUP
-//! reload), the periodic stats line, and exit codes.
+//! reload), the periodic stats line, the metric names the admin endpoint
+//! serves ([`metrics`]), and exit codes.
 //!
 //! Does not own: SIP parsing, transactions, routing or any call logic
 //! (`palisade-b2bua`), SDP and media policy (`palisade-media`), RTP
 //! (`palisade-relay`), sockets and framing (`palisade-transport`), the
-//! configuration schema and its rules (`palisade-config`). This crate only
+//! configuration schema and its rules (`palisade-config`), HTTP
+//! (`palisade-admin`). This crate only
 //! decides when those run and what gets logged.
 //!
 //! Exit codes: 0 success, 1 internal error, 2 invalid configuration (and, from
-//! clap, an invalid command line), 3 a listener could not be bound, 4
+//! clap, an invalid command line), 3 a listener (or `admin.listen`) could not be bound, 4
 //! (`normalize`) the message cannot be read or does not parse, 5
 //! (`normalize --from-trunk`) the message did not reach the trunk.
 //!
@@ -32,6 +34,7 @@ mod guard_io;
 mod listeners;
 mod logging;
 mod media;
+mod metrics;
 mod normalize;
 mod run;
 

@@ -109,6 +109,11 @@ async fn serve(
     // Installed before binding: from here on SIGTERM means a graceful stop.
     let mut signals = Signals::install()?;
     let listeners = ListenerMap::new(&config)?;
+    // Bound before anything serves: a taken admin port fails the start.
+    let admin = match config.admin().listen {
+        Some(addr) => Some(palisade_admin::AdminListener::bind(addr)?),
+        None => None,
+    };
     // The relay binds nothing until a call needs ports; start it first so a
     // failure leaves no listener behind.
     let (media_runtime, engine_media) = if config.media().anchor {
@@ -194,6 +199,27 @@ async fn serve(
         None
     };
 
+    // Stopped when the supervisor returns; a scrape in flight then gets its
+    // answer or a 503.
+    let (admin_stop, admin_stopped) = oneshot::channel::<()>();
+    if let Some(admin) = admin {
+        let addr = admin.local_addr();
+        let source = Arc::new(crate::metrics::EngineSource::new(
+            control_tx.clone(),
+            transports.clone(),
+            config.node().name.clone(),
+        ));
+        tokio::spawn(async move {
+            let stop = async {
+                let _ = admin_stopped.await;
+            };
+            if let Err(e) = admin.serve(source, stop).await {
+                error!(error = %e, "the admin endpoint stopped");
+            }
+        });
+        info!(%addr, "admin endpoint listening: /metrics, /health, /api/v1/status");
+    }
+
     let supervisor = Supervisor {
         path,
         config,
@@ -205,6 +231,7 @@ async fn serve(
         dns_seed,
     };
     let outcome = supervisor.run(&mut signals, engine_task).await;
+    let _ = admin_stop.send(());
     // The engine task ran on this thread: write what its last turns held.
     logging::flush_held();
 

@@ -18,7 +18,7 @@ use crate::numbers;
 use crate::paths;
 use crate::raw;
 use crate::sipp::Sipp;
-use crate::slots::{Net, PALISADE_PORT, Slot};
+use crate::slots::{ADMIN_PORT, Net, PALISADE_PORT, Slot};
 
 /// Knobs for the generated config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +211,9 @@ logging:\n\
 \x20 format: text\n\
 \x20 level: {log_level}\n\
 \x20 batch_ms: {log_batch_ms}\n\
+\n\
+admin:\n\
+\x20 listen: {inside}:{ADMIN_PORT}\n\
 {extra_sections}\
 \n\
 {guard_yaml}"
@@ -345,6 +348,10 @@ impl Lab {
     /// The slot's addresses.
     pub fn net(&self) -> Net {
         self.slot.net()
+    }
+    /// The admin endpoint of the rendered config (`admin.listen`).
+    pub fn admin(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.slot.net().inside_ip().into(), ADMIN_PORT)
     }
     /// The output directory (config, Palisade log, SIPp logs).
     pub fn dir(&self) -> &Path {

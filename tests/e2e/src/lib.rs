@@ -23,6 +23,7 @@ pub mod baresip;
 pub mod capture;
 pub mod corpus;
 pub mod dnsmasq;
+pub mod http;
 pub mod lab;
 pub mod leak;
 pub mod msglog;

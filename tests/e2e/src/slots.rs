@@ -223,6 +223,8 @@ pub struct Net {
 
 /// Palisade's SIP port on both zones.
 pub const PALISADE_PORT: u16 = 5060;
+/// Palisade's admin endpoint port, on the inside address.
+pub const ADMIN_PORT: u16 = 9091;
 /// The PBX's SIP port.
 pub const PBX_PORT: u16 = 5070;
 /// The carriers' SIP port.

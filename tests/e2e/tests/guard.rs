@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use palisade_e2e::http;
 use palisade_e2e::net::{now, wait_until};
 use palisade_e2e::netns::{SourceCounters, in_netns, nft_counter, nft_ruleset, nft_set};
 use palisade_e2e::{
@@ -883,6 +884,30 @@ fn without_nft_permission_the_guard_blocks_in_process_and_says_so() {
             .run()
             .assert_success(1);
         carrier.wait().assert_success(1);
+        // The admin endpoint says so too: the gauge, the status, the ban.
+        let m = http::get(lab.admin(), "/metrics").expect("no answer from /metrics");
+        assert_eq!(
+            http::metric(&m.body, "palisade_guard_fallback_mode"),
+            Some(1),
+            "{}",
+            m.body
+        );
+        assert!(
+            http::metric(
+                &m.body,
+                "palisade_guard_decisions_total{reason=\"scanner-user-agent\"}"
+            )
+            .is_some_and(|n| n >= 1),
+            "{}",
+            m.body
+        );
+        assert_eq!(
+            http::metric(&m.body, "palisade_guard_nft_bans_applied_total"),
+            Some(0)
+        );
+        let st = http::get(lab.admin(), "/api/v1/status").expect("no answer from status");
+        let v: serde_json::Value = serde_json::from_str(&st.body).unwrap();
+        assert_eq!(v["guard_blocking"], "in-process", "{v}");
         let dir = lab.dir().to_path_buf();
         assert!(lab.shutdown().success());
         let log = std::fs::read_to_string(dir.join("palisade.log")).unwrap();

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use palisade_e2e::http;
 use palisade_e2e::net::{self, wait_until};
 use palisade_e2e::netns::in_netns;
 use palisade_e2e::paths::workspace_root;
@@ -221,6 +222,58 @@ fn quickstart_config_and_readme_commands_place_a_call() {
             assert!(!text.contains(bad), "{bad:?} in:\n{text}");
         }
         assert!(dir.join("palisade-state/alerts.db").is_file());
+
+        // The admin endpoint of the quickstart: the call and the guard's
+        // kernel enforcement show in /metrics, the engine answers /health.
+        let admin: SocketAddr = "127.0.0.1:9091".parse().unwrap();
+        let m = http::get(admin, "/metrics").expect("no answer from /metrics");
+        assert_eq!(m.status, 200, "{m:?}");
+        assert!(
+            m.head
+                .contains("content-type: application/openmetrics-text"),
+            "{m:?}"
+        );
+        assert!(m.body.ends_with("# EOF\n"), "{}", m.body);
+        for (name, want) in [
+            ("palisade_calls_started_total", 1),
+            ("palisade_calls_answered_total", 1),
+            ("palisade_calls_ended_total", 1),
+            ("palisade_calls_active", 0),
+            ("palisade_guard_fallback_mode", 0),
+            ("palisade_guard_bans_active", 0),
+            ("palisade_media_ports_in_use", 0),
+        ] {
+            assert_eq!(
+                http::metric(&m.body, name),
+                Some(want),
+                "{name}:\n{}",
+                m.body
+            );
+        }
+        // The README's call sends no RTP; the relay's counters are there.
+        assert!(
+            http::metric(&m.body, "palisade_relay_packets_total").is_some(),
+            "{}",
+            m.body
+        );
+        assert_eq!(
+            http::metric(&m.body, "palisade_media_sdp_total{kind=\"offer\"}"),
+            Some(1),
+            "{}",
+            m.body
+        );
+        let h = http::get(admin, "/health").expect("no answer from /health");
+        assert_eq!((h.status, h.body.as_str()), (200, "ok\n"), "{h:?}");
+        let st = http::get(admin, "/api/v1/status").expect("no answer from /api/v1/status");
+        let v: serde_json::Value = serde_json::from_str(&st.body).unwrap();
+        assert_eq!(v["node"], "palisade-quickstart", "{v}");
+        assert_eq!(v["guard_blocking"], "nftables", "{v}");
+        assert_eq!(v["media_anchored"], true, "{v}");
+        assert_eq!(http::get(admin, "/nothing").map(|a| a.status), Some(404));
+        assert_eq!(
+            http::request(admin, "POST", "/metrics").map(|a| a.status),
+            Some(405)
+        );
 
         let _ = Command::new("kill")
             .args(["-TERM", &palisade.id().to_string()])

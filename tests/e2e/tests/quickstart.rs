@@ -57,6 +57,25 @@ fn pid_alive(pid: u32) -> bool {
             .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
 }
 
+/// Kills a process this test started if it still runs when the test ends
+/// (a failed assertion unwinds past the normal stop); checks the command
+/// line first, so a reused PID is left alone.
+struct KillOnDrop {
+    pid: u32,
+    command: &'static str,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        if pid_alive(self.pid) && String::from_utf8_lossy(&cmdline).contains(self.command) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
+    }
+}
+
 #[test]
 fn quickstart_config_and_readme_commands_place_a_call() {
     const NAME: &str = "quickstart_config_and_readme_commands_place_a_call";
@@ -86,6 +105,10 @@ fn quickstart_config_and_readme_commands_place_a_call() {
             .stderr(log)
             .spawn()
             .unwrap();
+        let _reap_palisade = KillOnDrop {
+            pid: palisade.id(),
+            command: "quickstart.yaml",
+        };
         let inside: SocketAddr = "127.0.0.1:5060".parse().unwrap();
         let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
         let ready = wait_until(Duration::from_secs(15), || {
@@ -151,6 +174,10 @@ fn quickstart_config_and_readme_commands_place_a_call() {
             .and_then(|r| r.split(']').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no background PID in: {carrier_out}"));
+        let _reap_carrier = KillOnDrop {
+            pid: carrier_pid,
+            command: "sipp",
+        };
         // The background SIPp has bound its port before the call.
         let carrier: SocketAddr = "127.0.0.20:5080".parse().unwrap();
         assert!(

@@ -87,6 +87,8 @@ pub struct LoopReport {
     pub edge: palisade_b2bua::EdgeStats,
     /// Whether new calls are refused because the process is stopping.
     pub draining: bool,
+    /// Media quality of ended streams.
+    pub quality: crate::media::QualityTally,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +124,7 @@ pub struct EngineLoop {
     listeners: ListenerMap,
     transports: Transports,
     counters: LoopCounters,
+    quality: crate::media::QualityTally,
     phase: Phase,
     media: Option<EngineMedia>,
     /// The relay threads' reports, drained every turn (see [`REPORT_POLL`]).
@@ -151,6 +154,7 @@ impl EngineLoop {
             listeners,
             transports,
             counters: LoopCounters::default(),
+            quality: crate::media::QualityTally::default(),
             phase: Phase::Running,
             media: None,
             reports: None,
@@ -316,6 +320,7 @@ impl EngineLoop {
             media: self.media.as_ref().map(|m| m.media.stats()),
             relay: self.media.as_ref().map(|m| m.relay.stats()),
             draining: self.phase != Phase::Running,
+            quality: self.quality,
         }
     }
 
@@ -370,6 +375,7 @@ impl EngineLoop {
                     error = %OptError(error), "{why}");
             }
             Report::Closed { streams, .. } => {
+                self.quality.record(&streams);
                 // Into the call's record (a MediaStats call event, logged
                 // with the call's other events).
                 self.engine

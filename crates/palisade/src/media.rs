@@ -74,3 +74,146 @@ pub fn start(
         report_rx,
     ))
 }
+
+/// A stream direction's quality at call end, from its estimated MOS
+/// (ITU-T G.107 user-satisfaction bands, as MOS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MosBand {
+    /// MOS >= 4.0: users satisfied.
+    Good,
+    /// 3.6 <= MOS < 4.0: some users dissatisfied.
+    Fair,
+    /// 3.1 <= MOS < 3.6: many users dissatisfied.
+    Poor,
+    /// MOS < 3.1: nearly all users dissatisfied.
+    Bad,
+    /// No RTP was received in this direction (no estimate).
+    None,
+}
+
+impl MosBand {
+    /// Every band, in label order.
+    pub const ALL: [MosBand; 5] = [
+        MosBand::Good,
+        MosBand::Fair,
+        MosBand::Poor,
+        MosBand::Bad,
+        MosBand::None,
+    ];
+
+    /// The band of `d`.
+    pub fn of(d: &palisade_relay::DirectionStats) -> Self {
+        match d.mos {
+            _ if d.packets == 0 => MosBand::None,
+            None => MosBand::None,
+            Some(m) if m >= 4.0 => MosBand::Good,
+            Some(m) if m >= 3.6 => MosBand::Fair,
+            Some(m) if m >= 3.1 => MosBand::Poor,
+            Some(_) => MosBand::Bad,
+        }
+    }
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MosBand::Good => "good",
+            MosBand::Fair => "fair",
+            MosBand::Poor => "poor",
+            MosBand::Bad => "bad",
+            MosBand::None => "none",
+        }
+    }
+}
+
+/// Media quality of ended streams, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QualityTally {
+    /// Stream directions by [`MosBand`] (index of `MosBand::ALL`).
+    pub directions: [u64; 5],
+    /// RTP packets received on ended streams.
+    pub packets: u64,
+    /// RTP packets lost on ended streams (from sequence numbers).
+    pub lost: u64,
+}
+
+impl QualityTally {
+    /// Counts the final statistics of a session's streams.
+    pub fn record(&mut self, streams: &[palisade_relay::StreamStats]) {
+        for d in streams.iter().flat_map(|s| [&s.from_a, &s.from_b]) {
+            let band = MosBand::of(d);
+            if let Some(i) = MosBand::ALL.iter().position(|b| *b == band)
+                && let Some(n) = self.directions.get_mut(i)
+            {
+                *n += 1;
+            }
+            self.packets = self.packets.saturating_add(d.packets);
+            self.lost = self.lost.saturating_add(d.lost);
+        }
+    }
+
+    /// `(label, count)` per band.
+    pub fn by_band(&self) -> [(&'static str, u64); 5] {
+        let mut out = [("", 0); 5];
+        for (o, (b, n)) in out.iter_mut().zip(MosBand::ALL.iter().zip(self.directions)) {
+            *o = (b.as_str(), n);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_relay::{DirectionStats, StreamStats};
+
+    use super::*;
+
+    fn dir(packets: u64, lost: u64, mos: Option<f32>) -> DirectionStats {
+        DirectionStats {
+            packets,
+            lost,
+            mos,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bands_follow_the_mos_thresholds() {
+        assert_eq!(MosBand::of(&dir(10, 0, Some(4.4))), MosBand::Good);
+        assert_eq!(MosBand::of(&dir(10, 0, Some(4.0))), MosBand::Good);
+        assert_eq!(MosBand::of(&dir(10, 0, Some(3.99))), MosBand::Fair);
+        assert_eq!(MosBand::of(&dir(10, 0, Some(3.6))), MosBand::Fair);
+        assert_eq!(MosBand::of(&dir(10, 0, Some(3.2))), MosBand::Poor);
+        assert_eq!(MosBand::of(&dir(10, 0, Some(2.0))), MosBand::Bad);
+        assert_eq!(MosBand::of(&dir(10, 0, None)), MosBand::None);
+        // A stale estimate without packets is no estimate.
+        assert_eq!(MosBand::of(&dir(0, 0, Some(4.4))), MosBand::None);
+    }
+
+    #[test]
+    fn tally_counts_both_directions_of_every_stream() {
+        let mut t = QualityTally::default();
+        t.record(&[
+            StreamStats {
+                stream: 0,
+                from_a: dir(100, 2, Some(4.3)),
+                from_b: dir(50, 30, Some(2.5)),
+            },
+            StreamStats {
+                stream: 1,
+                from_a: dir(0, 0, None),
+                from_b: dir(10, 0, Some(3.7)),
+            },
+        ]);
+        assert_eq!(
+            t.by_band(),
+            [
+                ("good", 1),
+                ("fair", 1),
+                ("poor", 0),
+                ("bad", 1),
+                ("none", 1)
+            ]
+        );
+        assert_eq!((t.packets, t.lost), (160, 32));
+    }
+}

@@ -94,6 +94,7 @@ pub fn sample(node: &str, uptime: Duration, r: &LoopReport, t: &TransportStats) 
     edge(&mut s, r);
     if let (Some(m), Some(rl)) = (&r.media, &r.relay) {
         media(&mut s, m, rl);
+        quality(&mut s, &r.quality);
     }
     if let Some(g) = &r.guard {
         guard(&mut s, g);
@@ -465,6 +466,25 @@ fn media(s: &mut Sample, m: &palisade_media::MediaStats, r: &palisade_relay::Rel
         "palisade_relay_commands_ignored",
         "Relay commands for unknown sessions or streams.",
         r.commands_ignored,
+    );
+}
+
+fn quality(s: &mut Sample, q: &crate::media::QualityTally) {
+    s.counter_by(
+        "palisade_media_stream_directions",
+        "Ended stream directions by estimated MOS: good >= 4.0, fair >= 3.6, poor >= 3.1, bad, none (no RTP).",
+        "quality",
+        &q.by_band(),
+    );
+    s.counter(
+        "palisade_media_received_packets",
+        "RTP packets received on ended streams.",
+        q.packets,
+    );
+    s.counter(
+        "palisade_media_lost_packets",
+        "RTP packets lost on ended streams (from sequence numbers).",
+        q.lost,
     );
 }
 

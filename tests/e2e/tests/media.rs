@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use palisade_e2e::baresip::{Baresip, audio_stat, make_tone, make_ulaw_tone};
 use palisade_e2e::capture::{Capture, Packet, rtp_times, sip_dscp, sip_response_times};
+use palisade_e2e::http;
 use palisade_e2e::net::{now, wait_until};
 use palisade_e2e::rtp::RtpPeer;
 use palisade_e2e::{Direction, Lab, Slot, assert_topology_hidden, numbers};
@@ -140,6 +141,33 @@ fn sipp_rtp_flows_only_through_palisades_media_addresses() {
     // The same call reference as the call's other event lines.
     let started = fields(&lab.wait_log(&["event=started"], Duration::from_secs(1)));
     assert_eq!(started["call"], stats["call"]);
+    // And in /metrics: both directions ended good, nothing lost, all relayed.
+    let m = http::get(lab.admin(), "/metrics").expect("no answer from /metrics");
+    let metric = |name: &str| http::metric(&m.body, name);
+    assert_eq!(
+        metric("palisade_media_stream_directions_total{quality=\"good\"}"),
+        Some(2),
+        "{}",
+        m.body
+    );
+    for band in ["fair", "poor", "bad", "none"] {
+        let name = format!("palisade_media_stream_directions_total{{quality=\"{band}\"}}");
+        assert_eq!(metric(&name), Some(0), "{name}\n{}", m.body);
+    }
+    assert_eq!(metric("palisade_media_lost_packets_total"), Some(0));
+    let received = metric("palisade_media_received_packets_total").unwrap_or(0);
+    assert_eq!(
+        received,
+        num(&stats, "a_packets") + num(&stats, "b_packets"),
+        "{}",
+        m.body
+    );
+    assert!(
+        metric("palisade_relay_packets_total").is_some_and(|n| n >= received),
+        "{}",
+        m.body
+    );
+    assert_eq!(metric("palisade_media_ports_in_use"), Some(0), "{}", m.body);
 }
 
 #[test]

@@ -24,6 +24,7 @@ TOOLS=(
     "nft:nftables"          # guard tests: Palisade's table, ban sets, counters
     "ip:iproute2"           # guard tests: a network namespace per test
     "timeout:coreutils"     # guard tests: bound every scanner run
+    "setpriv:util-linux"    # guard tests: Palisade as an unprivileged user (the nft fallback)
 )
 
 missing_pkgs=()

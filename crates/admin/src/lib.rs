@@ -273,20 +273,28 @@ async fn sample(source: &Shared) -> Option<Sample> {
         .flatten()
 }
 
-fn unavailable() -> Response {
+/// A plain-text answer.
+fn text(status: StatusCode, body: &'static str) -> Response {
     (
-        StatusCode::SERVICE_UNAVAILABLE,
+        status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "the call engine did not answer\n",
+        body,
     )
         .into_response()
+}
+
+fn unavailable() -> Response {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the call engine did not answer\n",
+    )
 }
 
 async fn metrics(State(source): State<Shared>) -> Response {
     let Some(s) = sample(&source).await else {
         return unavailable();
     };
-    match render(&s) {
+    match render(s) {
         Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS_TYPE)], text).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot render the metrics");
@@ -297,17 +305,8 @@ async fn metrics(State(source): State<Shared>) -> Response {
 
 async fn health(State(source): State<Shared>) -> Response {
     match sample(&source).await {
-        Some(s) if !s.status.draining => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "ok\n",
-        )
-            .into_response(),
-        Some(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "draining\n",
-        )
-            .into_response(),
+        Some(s) if s.status.draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        Some(_) => text(StatusCode::OK, "ok\n"),
         None => unavailable(),
     }
 }
@@ -326,12 +325,10 @@ async fn status(State(source): State<Shared>) -> Response {
 }
 
 async fn not_found() -> Response {
-    (
+    text(
         StatusCode::NOT_FOUND,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         "not found: try /metrics, /health or /api/v1/status\n",
     )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -45,10 +45,11 @@ fn encode_value(kind: Kind, value: u64, metric: MetricEncoder<'_>) -> Result<(),
     }
 }
 
-/// The sample in the OpenMetrics text format.
-pub fn render(sample: &Sample) -> Result<String, std::fmt::Error> {
+/// The sample in the OpenMetrics text format (taken by value: the registry
+/// owns its collectors).
+pub fn render(sample: Sample) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SampleCollector(sample.clone())));
+    registry.register_collector(Box::new(SampleCollector(sample)));
     let mut out = String::with_capacity(16 * 1024);
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)

@@ -28,7 +28,7 @@ fn sample() -> Sample {
 
 #[test]
 fn renders_openmetrics_with_total_suffix_labels_and_eof() {
-    let text = render(&sample()).unwrap();
+    let text = render(sample()).unwrap();
     assert!(
         text.contains("# TYPE palisade_calls_started counter\n"),
         "{text}"

@@ -140,10 +140,8 @@ impl QualityTally {
     /// Counts the final statistics of a session's streams.
     pub fn record(&mut self, streams: &[palisade_relay::StreamStats]) {
         for d in streams.iter().flat_map(|s| [&s.from_a, &s.from_b]) {
-            let band = MosBand::of(d);
-            if let Some(i) = MosBand::ALL.iter().position(|b| *b == band)
-                && let Some(n) = self.directions.get_mut(i)
-            {
+            // `MosBand::ALL` lists the bands in declaration order.
+            if let Some(n) = self.directions.get_mut(MosBand::of(d) as usize) {
                 *n += 1;
             }
             self.packets = self.packets.saturating_add(d.packets);
@@ -153,11 +151,7 @@ impl QualityTally {
 
     /// `(label, count)` per band.
     pub fn by_band(&self) -> [(&'static str, u64); 5] {
-        let mut out = [("", 0); 5];
-        for (o, (b, n)) in out.iter_mut().zip(MosBand::ALL.iter().zip(self.directions)) {
-            *o = (b.as_str(), n);
-        }
-        out
+        MosBand::ALL.map(|b| (b.as_str(), self.directions[b as usize]))
     }
 }
 
@@ -178,6 +172,9 @@ mod tests {
 
     #[test]
     fn bands_follow_the_mos_thresholds() {
+        for (i, b) in MosBand::ALL.iter().enumerate() {
+            assert_eq!(*b as usize, i, "ALL is in declaration order");
+        }
         assert_eq!(MosBand::of(&dir(10, 0, Some(4.4))), MosBand::Good);
         assert_eq!(MosBand::of(&dir(10, 0, Some(4.0))), MosBand::Good);
         assert_eq!(MosBand::of(&dir(10, 0, Some(3.99))), MosBand::Fair);

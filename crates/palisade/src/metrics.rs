@@ -624,7 +624,7 @@ mod tests {
             assert!(names.insert(f.name), "duplicate {}", f.name);
             assert!(!f.points.is_empty(), "{}", f.name);
         }
-        let text = palisade_admin::render(&s).unwrap();
+        let text = palisade_admin::render(s.clone()).unwrap();
         assert!(text.contains("palisade_guard_fallback_mode 1\n"), "{text}");
         assert!(text.contains("palisade_guard_decisions_total{reason=\"fraud\"} 0\n"));
         assert!(text.contains("palisade_process_uptime_seconds 5\n"));

@@ -114,6 +114,9 @@ pub struct DirectionQuality {
     pub packets: u64,
     /// RTP payload bytes relayed.
     pub bytes: u64,
+    /// Of `packets`, those the kernel forwarded (`media.kernel_forwarding`);
+    /// loss and jitter come from the others and from RTCP.
+    pub offloaded: u64,
     /// Packets lost, from sequence numbers.
     pub lost: u64,
     /// Interarrival jitter in milliseconds (RFC 3550).

@@ -598,7 +598,12 @@ pub const DEFAULT_LIMITS: SourceLimits = SourceLimits {
 
 // ------------------------------------------------------------ validation
 
-fn choice<T: Copy>(cx: &mut Ctx, v: &S<String>, path: &str, options: &[(&str, T)]) -> Option<T> {
+pub(crate) fn choice<T: Copy>(
+    cx: &mut Ctx,
+    v: &S<String>,
+    path: &str,
+    options: &[(&str, T)],
+) -> Option<T> {
     let found = options
         .iter()
         .find(|(n, _)| *n == v.value.trim())

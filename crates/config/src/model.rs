@@ -372,6 +372,15 @@ pub struct Media {
     pub hold_timeout: Duration,
     /// DSCP of RTP and RTCP packets (0..=63). Default 46 (EF).
     pub dscp_rtp: u8,
+    /// Kernel forwarding of plain RTP streams (nftables conntrack NAT):
+    /// `off` (default) relays every packet in Palisade; `auto` hands plain
+    /// streams to the kernel when nftables and conntrack NAT are usable
+    /// (said at start otherwise); `on` refuses to start without them.
+    pub kernel_forwarding: crate::guard::NftMode,
+    /// How long a stream is relayed in Palisade before the kernel takes it
+    /// (its first quality sample is measured here).
+    /// `kernel_forwarding_after_ms`, default 1000 ms.
+    pub kernel_forwarding_after: Duration,
 }
 
 impl Trunk {

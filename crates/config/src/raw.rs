@@ -111,6 +111,8 @@ pub(crate) struct RawMediaSection {
     pub timeout_seconds: Option<S<u64>>,
     pub hold_timeout_seconds: Option<S<u64>>,
     pub dscp_rtp: Option<S<u64>>,
+    pub kernel_forwarding: Option<S<String>>,
+    pub kernel_forwarding_after_ms: Option<S<u64>>,
 }
 
 /// A trunk's `media:` policy.

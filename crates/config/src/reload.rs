@@ -98,6 +98,16 @@ impl Config {
             &n.hold_timeout,
         );
         cmp("media.dscp_rtp", &o.dscp_rtp, &n.dscp_rtp);
+        cmp(
+            "media.kernel_forwarding",
+            &o.kernel_forwarding,
+            &n.kernel_forwarding,
+        );
+        cmp(
+            "media.kernel_forwarding_after_ms",
+            &o.kernel_forwarding_after,
+            &n.kernel_forwarding_after,
+        );
         cmp("logging.format", &self.logging.format, &new.logging.format);
         cmp("admin.listen", &self.admin.listen, &new.admin.listen);
         cmp("guard.nftables", &self.guard.nftables, &new.guard.nftables);

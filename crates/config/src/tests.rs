@@ -120,6 +120,8 @@ fn minimal_document_takes_every_default() {
     assert_eq!(m.timeout, Duration::from_secs(60));
     assert_eq!(m.hold_timeout, Duration::from_secs(3600));
     assert_eq!(m.dscp_rtp, 46);
+    assert_eq!(m.kernel_forwarding, NftMode::Off);
+    assert_eq!(m.kernel_forwarding_after, Duration::from_millis(1000));
     assert_eq!(t.media, TrunkMedia::default());
     assert_eq!(t.media.srtp, SrtpPolicy::Off);
     assert_eq!(t.media.rtcp_mux, RtcpMuxPolicy::Auto);
@@ -1423,11 +1425,13 @@ fn media_section_and_trunk_policy_load() {
         "      - address: 127.0.0.10\n    media:\n      srtp: required\n      rtcp_mux: off\n      codecs: [PCMA, g722, opus]\n      latching: strict\n",
     );
     let yaml = format!(
-        "{yaml}media:\n  anchor: false\n  relay_threads: 3\n  timeout_seconds: 20\n  hold_timeout_seconds: 90\n  dscp_rtp: 34\n"
+        "{yaml}media:\n  anchor: false\n  relay_threads: 3\n  timeout_seconds: 20\n  hold_timeout_seconds: 90\n  dscp_rtp: 34\n  kernel_forwarding: auto\n  kernel_forwarding_after_ms: 250\n"
     );
     let c = ok(&yaml);
     let m = c.media();
     assert!(!m.anchor);
+    assert_eq!(m.kernel_forwarding, NftMode::Auto);
+    assert_eq!(m.kernel_forwarding_after, Duration::from_millis(250));
     assert_eq!(m.relay_threads, 3);
     assert_eq!(m.timeout, Duration::from_secs(20));
     assert_eq!(m.hold_timeout, Duration::from_secs(90));
@@ -1454,6 +1458,13 @@ fn media_values_are_checked_with_their_location() {
         13,
         "media.dscp_rtp",
         "out of range",
+    );
+    expect_one(
+        &format!("{BASE}media:\n  kernel_forwarding: yes\n"),
+        13,
+        22,
+        "media.kernel_forwarding",
+        "off",
     );
     let with = |m: &str| {
         BASE.replace(

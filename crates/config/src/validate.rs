@@ -208,6 +208,11 @@ const RELAY_THREADS: Num = Num {
     default: 0,
     range: 0..=256,
 };
+const KERNEL_FORWARDING_AFTER_MS: Num = Num {
+    key: "kernel_forwarding_after_ms",
+    default: 1000,
+    range: 0..=600_000,
+};
 const MEDIA_TIMEOUT_S: Num = Num {
     key: "timeout_seconds",
     default: 60,
@@ -1315,6 +1320,27 @@ fn media_section(cx: &mut Ctx, raw: &RawMediaSection) -> Media {
             &HOLD_TIMEOUT_S,
         )),
         dscp_rtp: clamp_u8(cx.num(raw.dscp_rtp.as_ref(), s, &DSCP_RTP)),
+        kernel_forwarding: raw
+            .kernel_forwarding
+            .as_ref()
+            .and_then(|v| {
+                crate::guard::choice(
+                    cx,
+                    v,
+                    "media.kernel_forwarding",
+                    &[
+                        ("off", crate::guard::NftMode::Off),
+                        ("auto", crate::guard::NftMode::Auto),
+                        ("on", crate::guard::NftMode::On),
+                    ],
+                )
+            })
+            .unwrap_or(crate::guard::NftMode::Off),
+        kernel_forwarding_after: Duration::from_millis(cx.num(
+            raw.kernel_forwarding_after_ms.as_ref(),
+            s,
+            &KERNEL_FORWARDING_AFTER_MS,
+        )),
     }
 }
 

@@ -116,6 +116,7 @@ pub fn quality(streams: &[StreamStats]) -> Vec<StreamQuality> {
         DirectionQuality {
             packets: d.packets,
             bytes: d.bytes,
+            offloaded: d.offloaded,
             lost: d.lost,
             jitter_ms: d.jitter_ms,
             rtcp_fraction_lost: d.rtcp_fraction_lost,

@@ -1,4 +1,5 @@
-//! Palisade's own nftables table.
+//! Palisade's own nftables tables: the guard's, and the media table of
+//! kernel forwarding ([`media`]).
 //!
 //! Owns: rendering the `inet` table (allow-list sets evaluated first, static
 //! deny sets, IPv4 and IPv6 ban sets with `flags timeout`, named counters,
@@ -10,8 +11,14 @@
 //! their expiry, reading the counters, and deleting the table on shutdown.
 //! Nothing here touches any other table.
 //!
-//! Does not own: deciding whom to ban (`palisade-guard`), threads (the
-//! binary runs [`Programmer`] on its own thread), or recording bans.
+//! For media: the table that lets conntrack NAT forward plain RTP streams
+//! the relay hands over, their elements and counters, and deleting their
+//! connections ([`media::MediaOffload`]).
+//!
+//! Does not own: deciding whom to ban (`palisade-guard`) or which streams
+//! the kernel forwards (`palisade-relay`'s offload policy), threads (the
+//! binary runs [`Programmer`] on its own thread, the relay its offload
+//! thread), or recording bans.
 //!
 //! Why `nft` text and not the `nftables` crate's JSON: the crate's schema
 //! cannot express a set `update` carrying a per-element `limit` statement
@@ -21,6 +28,17 @@
 //! formatted from a typed `IpAddr`, `IpNet`, port or `Duration` (never text
 //! from the network), so nothing can be injected. Listing uses `nft -j` and
 //! `serde_json`.
+//!
+//! The hot path (set and map elements changed hundreds of times a second for
+//! media streams offloaded to the kernel, their per-element counters, and
+//! conntrack entries) does not spawn `nft`: [`netlink`] talks to the kernel
+//! over a `NETLINK_NETFILTER` socket. The table itself still comes from
+//! `nft -f`.
+
+pub mod media;
+pub mod netlink;
+
+pub use netlink::Netlink;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -56,6 +74,68 @@ pub enum NftError {
     /// nft's JSON output did not have the expected shape.
     #[error("unexpected nft output: {0}")]
     Output(String),
+    /// The kernel refused a netlink request ([`netlink`]): `op` names it
+    /// (for a batch, the op's index), `errno` says why (`ENOENT`: deleting a
+    /// missing element; `EEXIST`: creating one already there).
+    #[error("{op}: {}", errno_text(.errno))]
+    Kernel {
+        /// What was refused.
+        op: String,
+        /// The positive errno.
+        errno: i32,
+    },
+    /// A netlink reply did not parse (a length that does not fit, a missing
+    /// attribute): nothing was trusted past the fault.
+    #[error("malformed netlink reply: {0}")]
+    Malformed(String),
+    /// A request that cannot be sent as asked (a bad name, a batch larger
+    /// than the socket allows, a set without counters to dump).
+    #[error("invalid netlink request: {0}")]
+    Invalid(String),
+}
+
+impl NftError {
+    /// The errno of a kernel refusal ([`NftError::Kernel`]).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NftError::Kernel { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// `ENOENT (No such file or directory)`: the symbolic name of the errnos
+/// nf_tables and ctnetlink return, and the system's text.
+pub(crate) fn errno_text(errno: &i32) -> String {
+    let name = match *errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::E2BIG => "E2BIG",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::ENOSPC => "ENOSPC",
+        libc::ERANGE => "ERANGE",
+        libc::EMSGSIZE => "EMSGSIZE",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ELOOP => "ELOOP",
+        libc::EOVERFLOW => "EOVERFLOW",
+        _ => "errno",
+    };
+    let text = std::io::Error::from_raw_os_error(*errno);
+    if name == "errno" {
+        format!("errno {errno} ({text})")
+    } else {
+        format!("{name} ({text})")
+    }
 }
 
 /// A port or an inclusive port range.
@@ -293,6 +373,13 @@ impl Nft {
             Some(&format!("add table inet {t}_probe\n")),
         )?;
         self.run(&["list", "tables"], None).map(|_| ())
+    }
+
+    /// Installs (or atomically replaces) the media table (kernel
+    /// forwarding; this `Nft`'s table name is the media table's).
+    pub fn install_media(&self, spec: &media::MediaTableSpec) -> Result<(), NftError> {
+        self.run(&["-f", "-"], Some(&media::render_media_table(spec)))
+            .map(|_| ())
     }
 
     /// Installs (or atomically replaces) the table.

@@ -326,6 +326,13 @@ impl EngineLoop {
 
     /// Handles every report the relay threads have queued.
     fn drain_reports(&mut self, reports: &mut Option<std::sync::mpsc::Receiver<Report>>) {
+        if let Some(e) = self
+            .media
+            .as_ref()
+            .and_then(|m| m.relay.take_offload_error())
+        {
+            warn!(error = %e, "kernel forwarding refused a change: those streams stay in Palisade");
+        }
         let Some(rx) = reports.as_ref() else {
             return;
         };
@@ -617,11 +624,11 @@ impl std::fmt::Display for OptFraction {
 fn log_media_stats(call: CallRef, s: &StreamQuality) {
     let (a, b) = (&s.a, &s.b);
     info!(call = %call, event = %"media-stats", stream = s.stream,
-        a_packets = a.packets, a_bytes = a.bytes, a_lost = a.lost,
+        a_packets = a.packets, a_bytes = a.bytes, a_offloaded = a.offloaded, a_lost = a.lost,
         a_jitter_ms = %OptF32(Some(a.jitter_ms)), a_rtcp_fraction_lost = %OptFraction(a.rtcp_fraction_lost),
         a_rtcp_jitter_ms = %OptF32(a.rtcp_jitter_ms), a_rtt_ms = %OptF32(a.rtt_ms),
         a_mos = %OptF32(a.mos), a_dropped = a.dropped,
-        b_packets = b.packets, b_bytes = b.bytes, b_lost = b.lost,
+        b_packets = b.packets, b_bytes = b.bytes, b_offloaded = b.offloaded, b_lost = b.lost,
         b_jitter_ms = %OptF32(Some(b.jitter_ms)), b_rtcp_fraction_lost = %OptFraction(b.rtcp_fraction_lost),
         b_rtcp_jitter_ms = %OptF32(b.rtcp_jitter_ms), b_rtt_ms = %OptF32(b.rtt_ms),
         b_mos = %OptF32(b.mos), b_dropped = b.dropped);

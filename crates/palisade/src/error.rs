@@ -92,6 +92,9 @@ pub enum AppError {
     /// The logger could not be installed.
     #[error("cannot set up logging: {0}")]
     Logging(String),
+    /// `media.kernel_forwarding: on` and the media table could not be set up.
+    #[error("media.kernel_forwarding is `on` but kernel forwarding is not usable: {0}")]
+    KernelForwarding(String),
     /// The media relay threads could not be started.
     #[error("cannot start the media relay: {0}")]
     Relay(#[source] std::io::Error),
@@ -117,7 +120,7 @@ impl AppError {
             ) => EXIT_CONFIG,
             AppError::MessageRead { .. } | AppError::MessageParse(_) => EXIT_MESSAGE,
             AppError::NotDelivered(_) => EXIT_NOT_DELIVERED,
-            AppError::Nftables(_) | AppError::Alerts(_) => EXIT_INTERNAL,
+            AppError::Nftables(_) | AppError::KernelForwarding(_) | AppError::Alerts(_) => EXIT_INTERNAL,
             AppError::Listen(TransportError::Bind { .. }) | AppError::Admin(_) => EXIT_BIND,
             AppError::Listen(_)
             | AppError::Runtime(_)

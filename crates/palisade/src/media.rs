@@ -6,12 +6,19 @@
 //! turn and at least every `engine_loop::REPORT_POLL`, so a report costs no
 //! thread wakeup.
 
-use std::io;
 use std::sync::mpsc::{Receiver, sync_channel};
 
-use palisade_config::Config;
+use palisade_config::{Config, NftMode};
 use palisade_media::SharedMedia;
-use palisade_relay::{Relay, RelayConfig, RelayControl, Report};
+use palisade_nft::media::{Direction, MediaOffload, MediaTableSpec};
+use palisade_nft::{Nft, Ports};
+use palisade_relay::{
+    FlowCounters, OffloadConfig, OffloadFlow, OffloadOp, OffloadStream, Offloader, Relay,
+    RelayConfig, RelayControl, Report,
+};
+use tracing::{info, warn};
+
+use crate::error::AppError;
 
 /// Bound of the channel the relay threads report on.
 pub const REPORT_CAPACITY: usize = 16_384;
@@ -32,13 +39,159 @@ pub struct EngineMedia {
 #[derive(Debug)]
 pub struct MediaRuntime {
     relay: Relay,
+    /// The media table, when the kernel forwards plain RTP.
+    kernel_table: Option<Nft>,
 }
 
 impl MediaRuntime {
-    /// Stops the relay (closing every session it still has). Blocks while
-    /// the threads are joined: call it off the async workers.
+    /// Stops the relay (closing every session it still has, and taking
+    /// every stream back from the kernel), then deletes the media table.
+    /// Blocks while the threads are joined: call it off the async workers.
     pub fn stop(self) {
         self.relay.stop();
+        if let Some(nft) = self.kernel_table
+            && let Err(e) = nft.remove()
+        {
+            warn!(error = %e, table = %nft.table(), "cannot delete the media nftables table");
+        }
+    }
+}
+
+/// The kernel side of [`palisade_relay::offload`]: the media nftables table,
+/// changed over netlink.
+#[derive(Debug)]
+struct KernelOffload(MediaOffload);
+
+/// A stream's two directions as the media table holds them.
+fn directions(s: &OffloadStream) -> [Direction; 2] {
+    [
+        Direction {
+            peer: s.a.peer,
+            local: s.a.local,
+            out_local: s.b.local,
+            out_peer: s.b.peer,
+        },
+        Direction {
+            peer: s.b.peer,
+            local: s.b.local,
+            out_local: s.a.local,
+            out_peer: s.a.peer,
+        },
+    ]
+}
+
+impl Offloader for KernelOffload {
+    fn apply(&mut self, ops: &[OffloadOp]) -> Result<(), String> {
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for op in ops {
+            match op {
+                OffloadOp::Add(s) => add.extend(directions(s)),
+                OffloadOp::Remove(s) => remove.extend(directions(s)),
+            }
+        }
+        self.0.apply(&add, &remove).map_err(|e| e.to_string())
+    }
+
+    fn counters(&mut self, out: &mut Vec<FlowCounters>) -> Result<(), String> {
+        let mut v = Vec::new();
+        self.0.counters(&mut v).map_err(|e| e.to_string())?;
+        out.extend(v.into_iter().map(|c| FlowCounters {
+            flow: OffloadFlow {
+                peer: c.peer,
+                local: c.local,
+            },
+            packets: c.packets,
+            bytes: c.bytes,
+        }));
+        Ok(())
+    }
+}
+
+/// The media table's name: the guard's table name with `_media`.
+pub fn kernel_table_name(config: &Config) -> String {
+    format!("{}_media", config.guard().nftables_table)
+}
+
+/// Whether the kernel routes between interfaces for this family (needed
+/// to forward a stream whose peers are not on this host).
+fn forwarding(path: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|s| s.trim() == "1")
+}
+
+/// What the relay needs for kernel forwarding, and the table to delete
+/// at the end.
+type KernelSetup = (OffloadConfig, Box<dyn Offloader>, Nft);
+
+/// Installs the media table and opens its netlink socket when
+/// `media.kernel_forwarding` asks for it. `auto` falls back to relaying
+/// every packet (said loudly); `on` refuses to start.
+fn kernel_offload(config: &Config) -> Result<Option<KernelSetup>, AppError> {
+    let m = config.media();
+    if m.kernel_forwarding == NftMode::Off {
+        return Ok(None);
+    }
+    let name = kernel_table_name(config);
+    let mut local = Vec::new();
+    let mut rtp_ports: u32 = 0;
+    for z in config.zones() {
+        local.push((
+            z.media.address,
+            Ports {
+                first: z.media.port_min,
+                last: z.media.port_max,
+            },
+        ));
+        rtp_ports += (u32::from(z.media.port_max) - u32::from(z.media.port_min)) / 2 + 1;
+    }
+    let spec = MediaTableSpec {
+        name: name.clone(),
+        local,
+        // Each stream holds two RTP ports, one per leg.
+        max_streams: rtp_ports / 2 + 1,
+        dscp: m.dscp_rtp,
+    };
+    let nft = Nft::new(&name);
+    let opened = nft
+        .install_media(&spec)
+        .and_then(|()| MediaOffload::open(&name));
+    match opened {
+        Ok(offload) => {
+            let cfg = OffloadConfig {
+                after: m.kernel_forwarding_after,
+                forward_v4: forwarding("/proc/sys/net/ipv4/ip_forward"),
+                forward_v6: forwarding("/proc/sys/net/ipv6/conf/all/forwarding"),
+                ..OffloadConfig::default()
+            };
+            info!(
+                table = %format!("inet {name}"),
+                after_ms = cfg.after.as_millis() as u64,
+                routed_v4 = cfg.forward_v4,
+                routed_v6 = cfg.forward_v6,
+                "kernel forwarding of plain RTP on"
+            );
+            if !cfg.forward_v4 || !cfg.forward_v6 {
+                warn!(
+                    ipv4 = cfg.forward_v4,
+                    ipv6 = cfg.forward_v6,
+                    "kernel forwarding: routing is off for a family (net.ipv4.ip_forward, \
+                     net.ipv6.conf.all.forwarding); its streams with peers on other hosts \
+                     stay in Palisade"
+                );
+            }
+            Ok(Some((cfg, Box::new(KernelOffload(offload)), nft)))
+        }
+        Err(e) if m.kernel_forwarding == NftMode::On => {
+            Err(AppError::KernelForwarding(e.to_string()))
+        }
+        Err(e) => {
+            let _ = nft.remove();
+            warn!(
+                error = %e,
+                "kernel forwarding unavailable (media.kernel_forwarding: auto): every RTP packet \
+                 is relayed in Palisade; run as root or with CAP_NET_ADMIN, with conntrack NAT"
+            );
+            Ok(None)
+        }
     }
 }
 
@@ -61,12 +214,28 @@ pub fn relay_config(config: &Config) -> RelayConfig {
 pub fn start(
     config: &Config,
     seed: [u8; 32],
-) -> io::Result<(MediaRuntime, EngineMedia, Receiver<Report>)> {
+) -> Result<(MediaRuntime, EngineMedia, Receiver<Report>), AppError> {
     let (report_tx, report_rx) = sync_channel(REPORT_CAPACITY);
-    let (relay, control) = Relay::start(relay_config(config), report_tx)?;
+    let (offload, kernel_table) = match kernel_offload(config)? {
+        Some((cfg, offloader, nft)) => (Some((cfg, offloader)), Some(nft)),
+        None => (None, None),
+    };
+    let started = Relay::start_with_offload(relay_config(config), report_tx, offload);
+    let (relay, control) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(nft) = kernel_table {
+                let _ = nft.remove();
+            }
+            return Err(AppError::Relay(e));
+        }
+    };
     let media = SharedMedia::new(config, Box::new(control.clone()), seed);
     Ok((
-        MediaRuntime { relay },
+        MediaRuntime {
+            relay,
+            kernel_table,
+        },
         EngineMedia {
             media,
             relay: control,

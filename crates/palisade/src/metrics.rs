@@ -467,6 +467,26 @@ fn media(s: &mut Sample, m: &palisade_media::MediaStats, r: &palisade_relay::Rel
         "Relay commands for unknown sessions or streams.",
         r.commands_ignored,
     );
+    s.gauge(
+        "palisade_relay_kernel_streams",
+        "Streams the kernel forwards now (media.kernel_forwarding).",
+        r.streams_offloaded,
+    );
+    s.counter(
+        "palisade_relay_kernel_packets",
+        "RTP packets the kernel forwarded for offloaded streams.",
+        r.packets_offloaded,
+    );
+    s.counter(
+        "palisade_relay_kernel_transactions",
+        "Kernel transactions of offload changes.",
+        r.offload_batches,
+    );
+    s.counter(
+        "palisade_relay_kernel_failures",
+        "Offload changes or counter reads the kernel refused.",
+        r.offload_failures,
+    );
 }
 
 fn quality(s: &mut Sample, q: &crate::media::QualityTally) {

@@ -117,7 +117,7 @@ async fn serve(
     // The relay binds nothing until a call needs ports; start it first so a
     // failure leaves no listener behind.
     let (media_runtime, engine_media) = if config.media().anchor {
-        let (rt, em, reports) = media::start(&config, media_seed).map_err(AppError::Relay)?;
+        let (rt, em, reports) = media::start(&config, media_seed)?;
         (Some(rt), Some((em, reports)))
     } else {
         (None, None)
@@ -542,6 +542,9 @@ fn log_stats(what: &str, r: &LoopReport, t: &TransportStats) {
             relay_timeouts = x.timeouts,
             relay_reports_dropped = x.reports_dropped,
             relay_commands_ignored = x.commands_ignored,
+            relay_kernel_streams = x.streams_offloaded,
+            relay_kernel_packets = x.packets_offloaded,
+            relay_kernel_failures = x.offload_failures,
             "{what} (relay)"
         );
     }

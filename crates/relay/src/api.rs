@@ -138,6 +138,10 @@ pub struct DirectionStats {
     pub packets: u64,
     /// RTP payload bytes relayed.
     pub bytes: u64,
+    /// Of `packets`, those the kernel forwarded (an offloaded stream; their
+    /// payload bytes are estimated from the IP datagram sizes, and sequence
+    /// loss and jitter were measured on the others only).
+    pub offloaded: u64,
     /// Packets lost, from sequence numbers (RFC 3550 A.3).
     pub lost: u64,
     /// Interarrival jitter in milliseconds (RFC 3550 A.8).
@@ -278,4 +282,14 @@ pub struct RelayStats {
     pub reports_dropped: u64,
     /// Commands ignored (unknown session or stream, changed local address).
     pub commands_ignored: u64,
+    /// Streams the kernel forwards now (offloaded).
+    pub streams_offloaded: u64,
+    /// RTP packets the kernel forwarded for offloaded streams (read from
+    /// its counters every poll).
+    pub packets_offloaded: u64,
+    /// Kernel transactions of offload changes applied.
+    pub offload_batches: u64,
+    /// Offload changes (or counter reads) the kernel refused; those streams
+    /// stay in user space.
+    pub offload_failures: u64,
 }

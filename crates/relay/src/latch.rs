@@ -87,6 +87,23 @@ impl LatchState {
     pub fn latched(&self) -> Option<SocketAddr> {
         self.latched
     }
+
+    /// Where this peer's packets are known to come from: the signalled
+    /// address under [`Latch::Strict`], the latched source under
+    /// [`Latch::Learn`] (none before the first valid packet).
+    pub fn source(&self) -> Option<SocketAddr> {
+        match self.mode {
+            Latch::Strict => self.signalled,
+            Latch::Learn => self.latched,
+        }
+    }
+
+    /// The peer was heard from at `now` without a packet passing through
+    /// here (the kernel forwarded it): keeps the latch from being taken
+    /// over as if the peer had gone silent.
+    pub fn touch(&mut self, now: Instant) {
+        self.last_seen = Some(self.last_seen.map_or(now, |t| t.max(now)));
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod api;
 pub mod batch;
 pub mod fuzz;
 pub mod latch;
+pub mod offload;
 mod relay;
 pub mod rtp;
 pub mod sock;
@@ -39,4 +40,5 @@ pub mod stats;
 mod worker;
 
 pub use api::*;
+pub use offload::{FlowCounters, OffloadConfig, OffloadFlow, OffloadOp, OffloadStream, Offloader};
 pub use relay::{Relay, RelayControl};

@@ -10,7 +10,12 @@ use std::thread::JoinHandle;
 use mio::{Poll, Waker};
 
 use crate::api::{Busy, Command, RelayConfig, RelayStats, Report, SessionId};
-use crate::worker::{Counters, WAKER, Worker};
+use crate::offload::{OffloadConfig, OffloadCounters, OffloadThread, Offloader};
+use crate::worker::{Counters, OffloadLane, WAKER, Worker};
+
+/// Changes queued for the offload thread at most (the relay threads keep
+/// removals that do not fit and retry them).
+const OFFLOAD_QUEUE: usize = 16_384;
 
 #[derive(Debug)]
 struct Lane {
@@ -25,6 +30,7 @@ struct Lane {
 struct Shared {
     lanes: Vec<Lane>,
     stop: Arc<AtomicBool>,
+    offload: Option<Arc<OffloadCounters>>,
 }
 
 /// The running relay: a fixed set of threads, each owning the sessions
@@ -34,6 +40,8 @@ struct Shared {
 pub struct Relay {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// Joined after the relay threads (their last removals go through it).
+    offload_thread: Option<JoinHandle<()>>,
 }
 
 /// Sends commands to the relay threads and reads their counters. Cheap to
@@ -51,6 +59,16 @@ impl Relay {
         cfg: RelayConfig,
         reports: SyncSender<Report>,
     ) -> io::Result<(Relay, RelayControl)> {
+        Self::start_with_offload(cfg, reports, None)
+    }
+
+    /// [`start`](Self::start), plus kernel forwarding of plain RTP streams
+    /// through `offload` (see [`crate::offload`]) on a thread of its own.
+    pub fn start_with_offload(
+        cfg: RelayConfig,
+        reports: SyncSender<Report>,
+        offload: Option<(OffloadConfig, Box<dyn Offloader>)>,
+    ) -> io::Result<(Relay, RelayControl)> {
         let mut cfg = cfg;
         if cfg.threads == 0 {
             cfg.threads = RelayConfig::default().threads;
@@ -59,7 +77,9 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let mut lanes = Vec::with_capacity(cfg.threads);
         let mut workers = Vec::with_capacity(cfg.threads);
-        for _ in 0..cfg.threads {
+        let (offload_tx, offload_rx) = sync_channel(OFFLOAD_QUEUE);
+        let mut counter_lanes = Vec::with_capacity(cfg.threads);
+        for i in 0..cfg.threads {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER)?;
             let (tx, rx) = sync_channel(cfg.command_queue);
@@ -70,6 +90,18 @@ impl Relay {
                 counters: counters.clone(),
                 wake_pending: AtomicBool::new(false),
             });
+            let lane = offload.as_ref().map(|(ocfg, _)| {
+                // Two rounds of counters at most: they are cumulative, so a
+                // thread that missed one loses nothing.
+                let (ctx, crx) = sync_channel(2);
+                counter_lanes.push(ctx);
+                OffloadLane {
+                    cfg: *ocfg,
+                    lane: i,
+                    tx: offload_tx.clone(),
+                    counters: crx,
+                }
+            });
             workers.push(Worker::new(
                 cfg,
                 poll,
@@ -77,9 +109,34 @@ impl Relay {
                 reports.clone(),
                 stop.clone(),
                 counters,
+                lane,
             ));
         }
-        let shared = Arc::new(Shared { lanes, stop });
+        drop(offload_tx);
+        let mut offload_thread = None;
+        let mut offload_shared = None;
+        if let Some((ocfg, offloader)) = offload {
+            let counters = Arc::new(OffloadCounters::default());
+            let t = OffloadThread {
+                cfg: ocfg,
+                offloader,
+                ops: offload_rx,
+                lanes: counter_lanes,
+                stop: stop.clone(),
+                counters: counters.clone(),
+            };
+            offload_thread = Some(
+                std::thread::Builder::new()
+                    .name("relay-offload".into())
+                    .spawn(move || t.run())?,
+            );
+            offload_shared = Some(counters);
+        }
+        let shared = Arc::new(Shared {
+            lanes,
+            stop,
+            offload: offload_shared,
+        });
         let mut threads = Vec::with_capacity(workers.len());
         for (i, w) in workers.into_iter().enumerate() {
             let spawned = std::thread::Builder::new()
@@ -91,6 +148,7 @@ impl Relay {
                     let relay = Relay {
                         shared: shared.clone(),
                         threads,
+                        offload_thread,
                     };
                     relay.stop();
                     return Err(e);
@@ -100,7 +158,14 @@ impl Relay {
         let control = RelayControl {
             shared: shared.clone(),
         };
-        Ok((Relay { shared, threads }, control))
+        Ok((
+            Relay {
+                shared,
+                threads,
+                offload_thread,
+            },
+            control,
+        ))
     }
 
     /// Closes every session (each reports [`Report::Closed`]) and joins the
@@ -115,6 +180,11 @@ impl Relay {
             let _ = lane.waker.wake();
         }
         for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // The relay threads are gone, and with them the offload thread's
+        // senders: it removes whatever the kernel still forwards, then ends.
+        if let Some(t) = self.offload_thread.take() {
             let _ = t.join();
         }
     }
@@ -194,7 +264,22 @@ impl RelayControl {
         for lane in &self.shared.lanes {
             lane.counters.add_to(&mut s);
         }
+        if let Some(c) = &self.shared.offload {
+            s.offload_batches = c.batches.load(Ordering::Relaxed);
+            s.offload_failures = c.failures.load(Ordering::Relaxed);
+        }
         s
+    }
+
+    /// Whether kernel forwarding was configured.
+    pub fn offloading(&self) -> bool {
+        self.shared.offload.is_some()
+    }
+
+    /// The last error the kernel gave an offload change, once (for logs).
+    pub fn take_offload_error(&self) -> Option<String> {
+        let c = self.shared.offload.as_ref()?;
+        c.last_error.lock().ok()?.take()
     }
 
     /// Number of relay threads.

@@ -230,6 +230,8 @@ pub struct DirectionMeter {
     jitter: Jitter,
     packets: u64,
     bytes: u64,
+    /// Of `packets`, those the kernel forwarded (offloaded stream).
+    offloaded: u64,
     dropped: u64,
     rtcp_fraction_lost: Option<f32>,
     rtcp_jitter_ms: Option<f32>,
@@ -251,6 +253,7 @@ impl DirectionMeter {
             jitter: Jitter::default(),
             packets: 0,
             bytes: 0,
+            offloaded: 0,
             dropped: 0,
             rtcp_fraction_lost: None,
             rtcp_jitter_ms: None,
@@ -291,6 +294,24 @@ impl DirectionMeter {
         let arrival =
             (now.saturating_duration_since(self.epoch).as_nanos() * clock / 1_000_000_000) as u32;
         self.jitter.update(arrival, h.timestamp);
+    }
+
+    /// The kernel forwarded `packets` more RTP packets of this direction,
+    /// carrying about `payload_bytes` of payload. They are counted like the
+    /// others; sequence loss and jitter are not measured for them.
+    pub fn on_offloaded(&mut self, packets: u64, payload_bytes: u64) {
+        self.packets += packets;
+        self.offloaded += packets;
+        self.bytes += payload_bytes;
+    }
+
+    /// Packets of this direction go to the kernel from now on, or come back
+    /// from it: the sequence-number and jitter trackers start over (their
+    /// gap is not loss), keeping the loss counted so far.
+    pub fn offload_gap(&mut self) {
+        self.lost_before += self.seq.lost();
+        self.seq = SeqState::default();
+        self.jitter.restart();
     }
 
     /// A packet of this direction was dropped.
@@ -356,6 +377,7 @@ impl DirectionMeter {
         DirectionStats {
             packets: self.packets,
             bytes: self.bytes,
+            offloaded: self.offloaded,
             lost,
             jitter_ms,
             rtcp_fraction_lost: self.rtcp_fraction_lost,

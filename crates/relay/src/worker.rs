@@ -26,6 +26,9 @@ use crate::api::{
 };
 use crate::batch::{BUF_CAPACITY, Batch};
 use crate::latch::LatchState;
+use crate::offload::{
+    FlowCounters, OffloadConfig, OffloadFlow, OffloadMsg, OffloadOp, OffloadStream,
+};
 use crate::rtp::{self, RtpHeader};
 use crate::sock::bind_media;
 use crate::srtp::{SrtpIn, SrtpOut};
@@ -67,6 +70,8 @@ pub(crate) struct Counters {
     timeouts: AtomicU64,
     reports_dropped: AtomicU64,
     commands_ignored: AtomicU64,
+    streams_offloaded: AtomicU64,
+    packets_offloaded: AtomicU64,
 }
 
 impl Counters {
@@ -85,6 +90,8 @@ impl Counters {
         s.timeouts += r(&self.timeouts);
         s.reports_dropped += r(&self.reports_dropped);
         s.commands_ignored += r(&self.commands_ignored);
+        s.streams_offloaded += r(&self.streams_offloaded);
+        s.packets_offloaded += r(&self.packets_offloaded);
     }
 
     fn bump(a: &AtomicU64, n: u64) {
@@ -180,6 +187,13 @@ struct End {
 }
 
 impl End {
+    /// No SRTP either way and no payload-type rewrite toward this peer.
+    fn is_plain(&self) -> bool {
+        matches!(self.srtp_in, Crypto::Plain)
+            && matches!(self.srtp_out, Crypto::Plain)
+            && self.ep.pt_map.iter().all(|(from, to)| from == to)
+    }
+
     fn rtcp_out_fd(&self) -> i32 {
         match (&self.rtcp, self.ep.rtcp_mux) {
             (Some((s, _)), false) => s.as_raw_fd(),
@@ -200,6 +214,78 @@ impl End {
 struct Stream {
     index: u8,
     ends: [End; 2],
+    /// Plain RTP both ways with no payload-type rewrite: the kernel could
+    /// forward it (see [`crate::offload`]).
+    plain: bool,
+    /// When RTP was first relayed in user space since the last (re)start.
+    rtp_since: Option<Instant>,
+    /// What the kernel forwards for this stream, if offloaded.
+    kernel: Option<Kernel>,
+}
+
+/// An offloaded stream's kernel state as this thread knows it.
+#[derive(Debug, Clone, Copy)]
+struct Kernel {
+    key: OffloadStream,
+    /// The kernel's cumulative (packets, bytes) per side last seen.
+    seen: [(u64, u64); 2],
+}
+
+impl Stream {
+    fn new(index: u8, ends: [End; 2]) -> Stream {
+        let plain = ends.iter().all(End::is_plain);
+        Stream {
+            index,
+            ends,
+            plain,
+            rtp_since: None,
+            kernel: None,
+        }
+    }
+
+    /// The kernel's view of this stream as the latches stand now.
+    fn offload_key(&self) -> Option<OffloadStream> {
+        let flow = |e: &End| {
+            Some(OffloadFlow {
+                peer: e.rtp_latch.source()?,
+                local: e.ep.local,
+            })
+        };
+        Some(OffloadStream {
+            a: flow(&self.ends[0])?,
+            b: flow(&self.ends[1])?,
+        })
+    }
+}
+
+/// A relay thread's side of kernel forwarding.
+#[derive(Debug)]
+struct WorkerOffload {
+    cfg: OffloadConfig,
+    lane: usize,
+    tx: SyncSender<OffloadMsg>,
+    counters: Receiver<Vec<FlowCounters>>,
+    /// Removals the offload thread's channel had no room for (retried each
+    /// turn; at most one per offloaded stream).
+    backlog: VecDeque<OffloadMsg>,
+    /// Offloaded directions by local RTP address: (session, stream).
+    by_local: HashMap<SocketAddr, (SessionId, u8)>,
+}
+
+/// What a relay thread is given to take part in kernel forwarding.
+#[derive(Debug)]
+pub(crate) struct OffloadLane {
+    pub cfg: OffloadConfig,
+    pub lane: usize,
+    pub tx: SyncSender<OffloadMsg>,
+    pub counters: Receiver<Vec<FlowCounters>>,
+}
+
+/// Payload bytes of `packets` RTP packets that took `ip_bytes` as IP
+/// datagrams (IP, UDP and a 12-byte RTP header each).
+fn payload_bytes(ip_bytes: u64, packets: u64, v4: bool) -> u64 {
+    let overhead = if v4 { 20 + 8 + 12 } else { 40 + 8 + 12 };
+    ip_bytes.saturating_sub(packets.saturating_mul(overhead))
 }
 
 #[derive(Debug)]
@@ -242,6 +328,7 @@ pub(crate) struct Worker {
     out_rtcp: Vec<(usize, SocketAddr)>,
     again: Vec<Token>,
     again_next: Vec<Token>,
+    offload: Option<WorkerOffload>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -260,6 +347,7 @@ impl Worker {
         reports: SyncSender<Report>,
         stop: Arc<AtomicBool>,
         counters: Arc<Counters>,
+        offload: Option<OffloadLane>,
     ) -> Worker {
         Worker {
             cfg,
@@ -277,6 +365,14 @@ impl Worker {
             out_rtcp: Vec::with_capacity(crate::batch::BATCH),
             again: Vec::new(),
             again_next: Vec::new(),
+            offload: offload.map(|o| WorkerOffload {
+                cfg: o.cfg,
+                lane: o.lane,
+                tx: o.tx,
+                counters: o.counters,
+                backlog: VecDeque::new(),
+                by_local: HashMap::new(),
+            }),
         }
     }
 
@@ -299,6 +395,10 @@ impl Worker {
                 // avoid a hot loop and keep serving commands.
                 std::thread::sleep(TICK);
             }
+            // Commands first: a packet that woke the thread may belong to a
+            // session whose Open or Update is queued (lazily, without a
+            // wakeup of its own).
+            self.apply_commands(COMMANDS_PER_TURN);
             // `again`: revisit now; `again_next`: collects for the next turn.
             std::mem::swap(&mut self.again, &mut self.again_next);
             self.again_next.clear();
@@ -312,10 +412,10 @@ impl Worker {
                 self.socket_ready(t);
             }
             self.again.clear();
-            self.apply_commands(COMMANDS_PER_TURN);
             self.flush_pending();
             #[allow(clippy::disallowed_methods)] // I/O thread: once per turn.
             let now = Instant::now();
+            self.kernel_turn(now);
             if now.saturating_duration_since(last_tick) >= TICK {
                 last_tick = now;
                 self.check_timeouts(now);
@@ -430,7 +530,73 @@ impl Worker {
         }
     }
 
-    fn drop_stream(&mut self, s: Stream) {
+    fn unoffload(&mut self, s: &mut Stream) {
+        if let Some(k) = s.kernel.take() {
+            unoffload_kernel(&mut self.offload, &self.counters, s, k);
+        }
+    }
+
+    /// Once per turn: retries queued removals and applies the kernel's
+    /// counters (liveness for the media timeout and the latches, packets
+    /// for the statistics).
+    fn kernel_turn(&mut self, now: Instant) {
+        let Some(off) = self.offload.as_mut() else {
+            return;
+        };
+        while let Some(m) = off.backlog.pop_front() {
+            if let Err(TrySendError::Full(m)) = off.tx.try_send(m) {
+                off.backlog.push_front(m);
+                break;
+            }
+        }
+        while let Ok(batch) = off.counters.try_recv() {
+            for c in batch {
+                let Some(&(session, index)) = off.by_local.get(&c.flow.local) else {
+                    continue;
+                };
+                let Some(s) = self.sessions.get_mut(&session) else {
+                    continue;
+                };
+                let Some(st) = s.streams.iter_mut().find(|st| st.index == index) else {
+                    continue;
+                };
+                let Some(k) = st.kernel.as_mut() else {
+                    continue;
+                };
+                let side = if k.key.a == c.flow {
+                    0
+                } else if k.key.b == c.flow {
+                    1
+                } else {
+                    continue;
+                };
+                let (p0, b0) = k.seen[side];
+                // Counters restart at zero when the kernel's entry was
+                // replaced.
+                let (dp, db) = if c.packets >= p0 {
+                    (c.packets - p0, c.bytes.saturating_sub(b0))
+                } else {
+                    (c.packets, c.bytes)
+                };
+                k.seen[side] = (c.packets, c.bytes);
+                if dp == 0 {
+                    continue;
+                }
+                let end = &mut st.ends[side];
+                end.meter
+                    .on_offloaded(dp, payload_bytes(db, dp, c.flow.local.is_ipv4()));
+                end.rtp_latch.touch(now);
+                s.last_rtp = now;
+                s.timed_out = false;
+                self.counters
+                    .packets_offloaded
+                    .fetch_add(dp, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn drop_stream(&mut self, mut s: Stream) {
+        self.unoffload(&mut s);
         let [a, b] = s.ends;
         self.drop_end(a);
         self.drop_end(b);
@@ -496,10 +662,7 @@ impl Worker {
                 return self.bind_failed(session, e);
             }
         };
-        let st = Stream {
-            index: stream,
-            ends: [end_a, end_b],
-        };
+        let st = Stream::new(stream, [end_a, end_b]);
         let s = self.sessions.entry(session).or_insert_with(|| {
             self.counters.sessions_open.fetch_add(1, Ordering::Relaxed);
             Session {
@@ -540,13 +703,22 @@ impl Worker {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let end = &mut st.ends[x];
-        if end.ep.local != ep.local {
+        if st.ends[x].ep.local != ep.local {
             self.counters
                 .commands_ignored
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
+        if st.ends[x].ep == ep {
+            return;
+        }
+        // New signalling: the kernel lets go until the stream qualifies
+        // again (new peers, keys or payload types).
+        if let Some(k) = st.kernel.take() {
+            unoffload_kernel(&mut self.offload, &self.counters, st, k);
+        }
+        st.rtp_since = None;
+        let end = &mut st.ends[x];
         end.rtp_latch.update(ep.latch, ep.remote);
         end.rtcp_latch.update(ep.latch, rtcp_signalled(&ep));
         if end.ep.srtp_recv != ep.srtp_recv {
@@ -558,6 +730,8 @@ impl Worker {
         let mux_on = ep.rtcp_mux && !end.ep.rtcp_mux;
         let mux_off = !ep.rtcp_mux && end.ep.rtcp_mux;
         end.ep = ep;
+        st.plain = st.ends.iter().all(End::is_plain);
+        let end = &mut st.ends[x];
         let rtcp_addr = rtcp_local(&end.ep);
         let freed = if mux_on { end.rtcp.take() } else { None };
         if let Some((sock, token)) = freed {
@@ -690,6 +864,7 @@ impl Worker {
             out_rtcp,
             counters,
             again_next,
+            offload,
             ..
         } = self;
         let Some(session) = sessions.get_mut(&r.session) else {
@@ -698,16 +873,10 @@ impl Worker {
         let Some(st) = session.streams.iter_mut().find(|s| s.index == r.stream) else {
             return;
         };
-        let (first, second) = st.ends.split_at_mut(1);
-        let (me, other) = if r.side == 0 {
-            (&mut first[0], &mut second[0])
-        } else {
-            (&mut second[0], &mut first[0])
-        };
-        let fd = match (&me.rtcp, r.rtcp) {
+        let fd = match (&st.ends[r.side].rtcp, r.rtcp) {
             (Some((s, _)), true) => s.as_raw_fd(),
             (None, true) => return,
-            (_, false) => me.rtp.as_raw_fd(),
+            (_, false) => st.ends[r.side].rtp.as_raw_fd(),
         };
         for _ in 0..BATCHES_PER_TURN {
             let n = match batch.recv(fd) {
@@ -723,6 +892,12 @@ impl Worker {
             out_rtp.clear();
             out_rtcp.clear();
             let mut got_rtp = false;
+            let (first, second) = st.ends.split_at_mut(1);
+            let (me, other) = if r.side == 0 {
+                (&mut first[0], &mut second[0])
+            } else {
+                (&mut second[0], &mut first[0])
+            };
             for i in 0..n {
                 let (buf, src) = batch.packet(i);
                 match relay_one(buf, src, r.rtcp, now, me, other, &mut tally) {
@@ -735,10 +910,6 @@ impl Worker {
                     Some(Out::None) => got_rtp = true,
                     None => {}
                 }
-            }
-            if got_rtp {
-                session.last_rtp = now;
-                session.timed_out = false;
             }
             if !out_rtp.is_empty() {
                 let sent = batch.send(other.rtp.as_raw_fd(), out_rtp);
@@ -753,6 +924,11 @@ impl Worker {
                 tally.send += sent.failed as u64;
             }
             tally.publish(counters);
+            if got_rtp {
+                session.last_rtp = now;
+                session.timed_out = false;
+                consider_offload(offload, counters, r.session, st, now);
+            }
             if n < crate::batch::BATCH {
                 return;
             }
@@ -760,6 +936,100 @@ impl Worker {
         // Not drained: edge-triggered epoll will not tell again, so come back
         // on the next turn after the other sockets had theirs.
         again_next.push(token);
+    }
+}
+
+/// Hands `key` to the kernel (or not, if the offload thread's queue is
+/// full: the next packets try again). Returns whether it was queued.
+fn offload_kernel(
+    off: &mut WorkerOffload,
+    counters: &Counters,
+    session: SessionId,
+    st: &mut Stream,
+    key: OffloadStream,
+) -> bool {
+    let msg = OffloadMsg {
+        lane: off.lane,
+        op: OffloadOp::Add(key),
+    };
+    if off.tx.try_send(msg).is_err() {
+        return false;
+    }
+    for f in key.flows() {
+        off.by_local.insert(f.local, (session, st.index));
+    }
+    for e in &mut st.ends {
+        e.meter.offload_gap();
+    }
+    st.kernel = Some(Kernel {
+        key,
+        seen: [(0, 0); 2],
+    });
+    counters.streams_offloaded.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Takes an offloaded stream back from the kernel. The removal is never
+/// dropped: a full queue keeps it in the thread's backlog.
+fn unoffload_kernel(
+    off: &mut Option<WorkerOffload>,
+    counters: &Counters,
+    st: &mut Stream,
+    k: Kernel,
+) {
+    let Some(off) = off.as_mut() else {
+        return;
+    };
+    for f in k.key.flows() {
+        off.by_local.remove(&f.local);
+    }
+    for e in &mut st.ends {
+        e.meter.offload_gap();
+    }
+    st.rtp_since = None;
+    let msg = OffloadMsg {
+        lane: off.lane,
+        op: OffloadOp::Remove(k.key),
+    };
+    if !off.backlog.is_empty() {
+        off.backlog.push_back(msg);
+    } else if let Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) = off.tx.try_send(msg)
+    {
+        off.backlog.push_back(m);
+    }
+    counters.streams_offloaded.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// After a batch relayed RTP for `st`: offload it once it qualifies, or
+/// take it back if its latches moved while the kernel had it.
+fn consider_offload(
+    off: &mut Option<WorkerOffload>,
+    counters: &Counters,
+    session: SessionId,
+    st: &mut Stream,
+    now: Instant,
+) {
+    let Some(o) = off.as_mut() else {
+        return;
+    };
+    if let Some(k) = st.kernel {
+        if st.offload_key() != Some(k.key) {
+            st.kernel = None;
+            unoffload_kernel(off, counters, st, k);
+        }
+        return;
+    }
+    if !st.plain {
+        return;
+    }
+    let since = *st.rtp_since.get_or_insert(now);
+    if now.saturating_duration_since(since) < o.cfg.after {
+        return;
+    }
+    if let Some(key) = st.offload_key()
+        && o.cfg.can_carry(&key)
+    {
+        offload_kernel(o, counters, session, st, key);
     }
 }
 

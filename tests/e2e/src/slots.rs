@@ -193,6 +193,9 @@ slots! {
     ReloadRoute = 161,
     /// 183 with SDP: the callee's early media reaches the PBX before the 200.
     MediaEarly183 = 162,
+    /// media.kernel_forwarding in a network namespace: conntrack NAT carries
+    /// the SIPp call's RTP, and nothing of it is left after the call.
+    MediaKernelForwarding = 163,
 }
 
 impl Slot {

@@ -498,3 +498,152 @@ fn port_exhaustion_answers_503_and_recovers() {
     carrier.wait().assert_success(3);
     lab.assert_alive();
 }
+
+/// Packet counters of the elements of `inet palisade_media <set>`.
+fn kernel_counters(set: &str) -> Vec<u64> {
+    let out = std::process::Command::new("nft")
+        .args(["-j", "list", "set", "inet", "palisade_media", set])
+        .output()
+        .expect("nft");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("\"packets\": ")
+        .skip(1)
+        .filter_map(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
+/// Conntrack entries naming one of Palisade's media ports (inside or outside).
+fn media_conntracks() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/net/nf_conntrack").unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .filter_map(|w| {
+                    w.strip_prefix("sport=")
+                        .or_else(|| w.strip_prefix("dport="))
+                })
+                .filter_map(|p| p.parse::<u16>().ok())
+                .any(|p| INSIDE_MEDIA.contains(&p) || OUTSIDE_MEDIA.contains(&p))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn kernel_forwarding_carries_plain_rtp_and_leaves_nothing_behind() {
+    const NAME: &str = "kernel_forwarding_carries_plain_rtp_and_leaves_nothing_behind";
+    palisade_e2e::netns::in_netns(Slot::MediaKernelForwarding, NAME, || {
+        let lab = Lab::builder(Slot::MediaKernelForwarding)
+            .with(|c| c.media = "kernel_forwarding: on, kernel_forwarding_after_ms: 300".into())
+            .start();
+        let net = lab.net();
+        assert!(
+            lab.log().contains("kernel forwarding of plain RTP on"),
+            "{}",
+            lab.log_tail(20)
+        );
+        make_ulaw_tone(&lab.dir().join("tone.wav"), 1000, 4);
+        let cap = Capture::start(lab.slot(), lab.dir(), "lo");
+        let carrier = lab
+            .carrier_primary("uas_answer")
+            .arg("-rtp_echo")
+            .spawn_uas();
+        let pbx = lab.pbx_uac("uac_rtp").pause_ms(4500).spawn();
+        // Mid-call, the kernel holds both directions and counts them.
+        let mut mid = Vec::new();
+        wait_until(Duration::from_secs(5), || {
+            mid = kernel_counters("fwd4");
+            mid.len() == 2 && mid.iter().all(|&p| p >= 20)
+        });
+        assert!(
+            mid.len() == 2 && mid.iter().all(|&p| p >= 20),
+            "kernel counters mid-call: {mid:?}\n{}",
+            lab.log_tail(20)
+        );
+        let pbx = pbx.wait();
+        pbx.assert_success(1);
+        let carrier = carrier.wait();
+        carrier.assert_success(1);
+        let pkts = cap.stop();
+
+        // The tone (4 s, 50 packets/s) reached the carrier and its echo came
+        // back, on the anchored addresses only, marked EF by the kernel too.
+        let (pbx_ip, carrier_ip) = (net.pbx_ip(), net.carrier_primary_ip());
+        let (inside, outside) = (net.inside_ip(), net.outside_ip());
+        let by_flow = flows(&pkts);
+        for p in &pkts {
+            let ok = (p.src == pbx_ip && p.dst == inside && INSIDE_MEDIA.contains(&p.dst_port))
+                || (p.src == inside && p.dst == pbx_ip && INSIDE_MEDIA.contains(&p.src_port))
+                || (p.src == outside && p.dst == carrier_ip && OUTSIDE_MEDIA.contains(&p.src_port))
+                || (p.src == carrier_ip && p.dst == outside && OUTSIDE_MEDIA.contains(&p.dst_port));
+            assert!(ok, "media outside the anchored paths: {p:?}\n{by_flow:?}");
+            if p.src == inside || p.src == outside {
+                assert_eq!(p.dscp, 46, "not EF: {p:?}");
+            }
+        }
+        // On loopback a packet is captured once, as it leaves: what the
+        // kernel forwards shows only as Palisade's packet to the other peer
+        // (NAT happened before), the peers' own packets to Palisade only
+        // until the hand-over.
+        for flow in [(outside, carrier_ip), (inside, pbx_ip)] {
+            let n = by_flow.get(&flow).copied().unwrap_or(0);
+            assert!(n >= 190, "{flow:?}: {n} packets\n{by_flow:?}");
+        }
+        for flow in [(pbx_ip, inside), (carrier_ip, outside)] {
+            let n = by_flow.get(&flow).copied().unwrap_or(0);
+            assert!((5..100).contains(&n), "{flow:?}: {n} packets\n{by_flow:?}");
+        }
+        assert_topology_hidden(net, &pbx.messages(), &[&carrier.messages()]);
+
+        // Most packets never reached Palisade: the call's record says how
+        // many the kernel carried, and the relay's own count is the rest.
+        let stats = fields(&lab.wait_log(&["event=media-stats"], Duration::from_secs(5)));
+        for side in ["a", "b"] {
+            let (all, kernel) = (
+                num(&stats, &format!("{side}_packets")),
+                num(&stats, &format!("{side}_offloaded")),
+            );
+            assert!(
+                all >= 190 && kernel >= 150 && kernel < all,
+                "{side}: {stats:?}"
+            );
+            assert_eq!(num(&stats, &format!("{side}_lost")), 0, "{stats:?}");
+            let mos: f64 = stats[&format!("{side}_mos")].parse().unwrap();
+            assert!((4.0..=4.5).contains(&mos), "{stats:?}");
+        }
+        let m = http::get(lab.admin(), "/metrics").expect("no answer from /metrics");
+        let metric = |name: &str| http::metric(&m.body, name).unwrap_or(0);
+        let kernel = metric("palisade_relay_kernel_packets_total");
+        let user = metric("palisade_relay_packets_total");
+        assert!(
+            kernel >= 300 && user * 3 < kernel,
+            "kernel {kernel}, user space {user}\n{}",
+            m.body
+        );
+        assert_eq!(metric("palisade_relay_kernel_streams"), 0, "{}", m.body);
+        assert_eq!(
+            metric("palisade_relay_kernel_failures_total"),
+            0,
+            "{}",
+            m.body
+        );
+
+        // Nothing of the call is left in the kernel: no element, no connection.
+        wait_until(Duration::from_secs(3), || {
+            kernel_counters("fwd4").is_empty() && media_conntracks().is_empty()
+        });
+        assert_eq!(kernel_counters("fwd4"), Vec::<u64>::new());
+        assert_eq!(media_conntracks(), Vec::<String>::new());
+        let status = lab.shutdown();
+        assert!(status.success(), "{status:?}");
+        assert!(
+            !palisade_e2e::netns::nft_ruleset().contains("palisade_media"),
+            "the media table outlived Palisade"
+        );
+    });
+}

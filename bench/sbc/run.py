@@ -24,8 +24,22 @@ children and rtpengine included), read just before the first call and after the 
 Memory is the peak over the run of the summed PSS (/proc/PID/smaps_rollup) of those
 processes, sampled every 200 ms. SIPp's own CPU is not counted.
 
-Only loopback addresses are used, and every load is bounded: a fixed number of calls at a
-fixed rate, each SIPp process killed after a deadline.
+Media is also measured for the whole machine, so that work the kernel does for an SBC
+(Palisade's kernel forwarding, or loopback delivery run in the sender's context) is not
+hidden in SIPp's account: busy time from /proc/stat during the window, minus the same
+window of a baseline run of the same SIPp load with no SBC in between (UAC to UAS
+directly), per packet relayed. Relayed packets are counted by an nftables counter of the
+benchmark's own on RTP delivered to SIPp's media sockets (each crossed the SBC once),
+whichever way the SBC forwards them.
+
+Palisade runs with media.kernel_forwarding: on (plain RTP streams go to conntrack NAT
+after 1 s); the media mode also runs it with kernel_forwarding off ("palisade-userspace").
+The anchor's rtpengine runs in userspace (its kernel module is not loadable here).
+
+Everything runs inside a network namespace the script creates (`ip netns add`), on its
+loopback: Palisade's nftables tables and the counting table never touch the host's
+ruleset. Every load is bounded: a fixed number of calls at a fixed rate, each SIPp
+process killed after a deadline.
 """
 
 from __future__ import annotations
@@ -102,6 +116,34 @@ def children_of(pid: int) -> list[int]:
         if ppid == pid:
             out.append(int(p.name))
     return out
+
+
+def machine_busy() -> int:
+    """Busy clock ticks of the whole machine (user, nice, system, irq, softirq)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[0] + v[1] + v[2] + v[5] + v[6]
+
+
+COUNT_TABLE = "bench_count"
+
+
+def install_rtp_counter(prefix: str):
+    """Counts UDP datagrams delivered to SIPp's media sockets on `prefix`.10-29 (every
+    one crossed the SBC once, relayed in user space or forwarded by the kernel)."""
+    rules = (f"add table inet {COUNT_TABLE}\ndelete table inet {COUNT_TABLE}\n"
+             f"table inet {COUNT_TABLE} {{\n counter rtp_in {{ }}\n"
+             f" chain input {{ type filter hook input priority 0; policy accept;\n"
+             f"  ip daddr {prefix}.10-{prefix}.29 udp dport != {{ 5060, 5070, 5080 }} "
+             f"counter name rtp_in\n }}\n}}\n")
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+
+
+def rtp_delivered() -> int:
+    out = subprocess.run(["nft", "list", "counter", "inet", COUNT_TABLE, "rtp_in"],
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"packets (\d+)", out)
+    return int(m.group(1)) if m else 0
 
 
 def raise_nofile():
@@ -197,12 +239,16 @@ class Net:
 
     sbc_a: str  # the address the UACs send to
     prefix: str  # 127.0.6x
+    direct: bool = False  # no SBC: each UAC calls its UAS
 
     def uac(self, i):
         return f"{self.prefix}.{10 + i}"
 
     def uas(self, i):
         return f"{self.prefix}.{20 + i}"
+
+    def target(self, i):
+        return f"{self.uas(i)}:5080" if self.direct else f"{self.sbc_a}:5060"
 
 
 class Sbc:
@@ -219,11 +265,14 @@ class Sbc:
 class Palisade(Sbc):
     name = "palisade"
 
-    def __init__(self, binary: Path, level: str = "info", relay_threads: int = 0):
+    def __init__(self, binary: Path, level: str = "info", relay_threads: int = 0,
+                 kernel_forwarding: str = "on", name: str = "palisade", prefix: str = "127.0.60"):
         self.binary = binary
         self.level = level
         self.relay_threads = relay_threads
-        self.net = Net("127.0.60.1", "127.0.60")
+        self.kernel_forwarding = kernel_forwarding
+        self.name = name
+        self.net = Net(f"{prefix}.1", prefix)
         self.proc = None
 
     def config(self, pairs: int) -> str:
@@ -249,7 +298,8 @@ class Palisade(Sbc):
             f"  - name: outside\n    sip_address: {n.prefix}.2\n    transports: [udp]\n"
             f"    media: {{address: {n.prefix}.2, port_min: 10000, port_max: 59999}}\n"
             "trunks:\n" + "".join(trunks) + "routes:\n" + "".join(routes) +
-            f"media: {{relay_threads: {self.relay_threads}}}\n"
+            f"media: {{relay_threads: {self.relay_threads}, "
+            f"kernel_forwarding: {self.kernel_forwarding}}}\n"
             "guard: {mode: off}\n"
             f"logging: {{format: text, level: {self.level}}}\n"
             "shutdown: {grace_seconds: 0}\n"
@@ -290,6 +340,24 @@ class Palisade(Sbc):
             info["final"] = m
         self.proc = None
         return info
+
+
+class Direct(Sbc):
+    """No SBC: the same SIPp load, each UAC calling its UAS (the media baseline)."""
+
+    name = "direct (no SBC)"
+
+    def __init__(self):
+        self.net = Net("127.0.62.20", "127.0.62", direct=True)
+
+    def start(self, pairs: int, work: Path):
+        pass
+
+    def pids(self):
+        return []
+
+    def stop(self) -> dict:
+        return {}
 
 
 class Anchor(Sbc):
@@ -472,7 +540,7 @@ def run_calls(
                 "-trace_stat", "-stf", str(d / "stat.csv"), "-fd", "1",
                 "-timeout", f"{int(deadline_s)}s", "-timeout_error",
                 "-max_recv_loops", "10000", "-max_sched_loops", "10000",
-                f"{n.sbc_a}:5060"]
+                n.target(i)]
         if rtp:
             args[args.index("-mp") + 1] = "16000"
         uac.append(subprocess.Popen(args, cwd=d, stdout=subprocess.DEVNULL,
@@ -598,39 +666,41 @@ def make_tone(path: Path, seconds: int = 4):
                     "synth", str(seconds), "sine", "1000", "vol", "0.5"], check=True)
 
 
-def palisade_relayed(extra: dict) -> int | None:
-    r = extra.get("relay") or {}
-    for key in ("packets_forwarded", "forwarded", "rtp_forwarded"):
-        if key in r:
-            return int(r[key])
-    return None
-
-
 def mode_media(args, work: Path) -> dict:
-    """N calls held with RTP both ways (SIPp rtp_stream, the UAS echoing)."""
+    """N calls held with RTP both ways (SIPp rtp_stream, the UAS echoing): the SBCs' own
+    CPU and the machine's, per packet relayed, against a baseline with no SBC."""
     out = {}
     n = args.sessions
-    for sbc in sbcs(args):
-        w = work / f"media-{sbc.name}"
+    runs: list[Sbc] = [Direct()] + sbcs(args)
+    if args.media_userspace and any(isinstance(x, Palisade) for x in runs):
+        runs.append(Palisade(args.palisade_bin, level=args.palisade_log_level,
+                             kernel_forwarding="off", name="palisade-userspace",
+                             prefix="127.0.63"))
+    for sbc in runs:
+        w = work / f"media-{sbc.name.split()[0]}"
         w.mkdir(parents=True, exist_ok=True)
         make_tone(w / "tone.wav")
         rate = min(200.0, n / 5)
         pairs = max(1, -(-n // 500))
         hold = int(args.media_seconds * 1000 + n / rate * 1000)
+        install_rtp_counter(sbc.net.prefix)
         sbc.start(pairs, w)
         try:
             sampler = MemSampler(sbc.pids)
             marks = {}
 
             def window():
-                # Measure only while all calls are up and streaming.
+                # Measure only while all calls are up and streaming (and, with
+                # kernel forwarding, handed over: 1 s after their first RTP).
                 time.sleep(n / rate + 2)
                 marks["t0"] = sum(proc_ticks(p) for p in sbc.pids())
-                marks["p0"] = udp_in()
+                marks["b0"] = machine_busy()
+                marks["p0"] = rtp_delivered()
                 marks["m0"] = sampler.last
                 time.sleep(args.media_seconds - 4)
                 marks["t1"] = sum(proc_ticks(p) for p in sbc.pids())
-                marks["p1"] = udp_in()
+                marks["b1"] = machine_busy()
+                marks["p1"] = rtp_delivered()
 
             th = threading.Thread(target=window)
             res = run_calls(sbc, w, pairs, rate, n, hold, rtp=True,
@@ -639,25 +709,23 @@ def mode_media(args, work: Path) -> dict:
             peak = sampler.stop()
         finally:
             extra = sbc.stop()
+        relayed = marks["p1"] - marks["p0"]
         cpu = (marks["t1"] - marks["t0"]) / CLK_TCK
-        # Every datagram on loopback is counted once by the receiver. Per RTP packet the
-        # UAC sends, four datagrams arrive: at the SBC (A side), at the UAS (echo), at the
-        # SBC (B side), at the UAC. The SBC relays two of the four.
-        relayed = (marks["p1"] - marks["p0"]) / 2
-        out[sbc.name] = {"cpu_s": cpu, "relayed_est": relayed, "peak": peak,
+        busy = (marks["b1"] - marks["b0"]) / CLK_TCK
+        out[sbc.name] = {"cpu_s": cpu, "machine_s": busy, "relayed": relayed, "peak": peak,
                          "per_call_bytes": marks["m0"] / max(1, n), "result": res,
                          "seconds": args.media_seconds - 4, "extra": extra}
-        log(f"  {sbc.name:20} {n} calls with RTP: {relayed / (args.media_seconds - 4):.0f} pps relayed, "
-            f"cpu {cpu:.2f}s = {cpu / max(1, relayed) * 1e6:.2f} s/Mpkt, peak {peak / 2**20:.1f} MiB, "
+        log(f"  {sbc.name:20} {n} calls with RTP: {relayed / (args.media_seconds - 4):.0f} pps, "
+            f"SBC cpu {cpu:.2f}s = {cpu / max(1, relayed) * 1e6:.2f} s/Mpkt, machine {busy:.2f}s "
+            f"= {busy / max(1, relayed) * 1e6:.2f} s/Mpkt, peak {peak / 2**20:.1f} MiB, "
             f"calls ok {res.successful} failed {res.failed}")
+    base = out.get("direct (no SBC)")
+    for name, m in out.items():
+        per = m["machine_s"] / max(1, m["relayed"]) * 1e6
+        m["machine_per_mpkt"] = per
+        m["added_per_mpkt"] = per - (base["machine_s"] / max(1, base["relayed"]) * 1e6) if base else float("nan")
+        m["cpu_per_mpkt"] = m["cpu_s"] / max(1, m["relayed"]) * 1e6
     return out
-
-
-def udp_in() -> int:
-    with open("/proc/net/snmp") as f:
-        rows = [l.split() for l in f if l.startswith("Udp:")]
-    head, vals = rows[0], rows[1]
-    return int(vals[head.index("InDatagrams")])
 
 
 def mode_memory(args, work: Path) -> dict:
@@ -761,16 +829,25 @@ def report(args, calls=None, capacity=None, media=None, memory=None, relay=None)
         out.append("")
     if media:
         out += [f"### Media: {args.sessions} concurrent calls with RTP both ways ({args.media_seconds} s)", "",
-                "| SBC | packets relayed / s | CPU s / million packets | memory per call | failed calls |",
-                "|---|---|---|---|---|"]
+                "CPU per million packets relayed: of the SBC's own processes, and what the whole machine "
+                "spent beyond the same SIPp load with no SBC (kernel work in any process's account included).",
+                "",
+                "| SBC | packets relayed / s | SBC processes CPU s / Mpkt | machine CPU added s / Mpkt | "
+                "memory per call | failed calls |",
+                "|---|---|---|---|---|---|"]
         for name, m in media.items():
-            pps = m["relayed_est"] / m["seconds"]
-            out.append(f"| {name} | {pps:.0f} | {m['cpu_s'] / max(1, m['relayed_est']) * 1e6:.2f} | "
+            pps = m["relayed"] / m["seconds"]
+            added = "-" if name.startswith("direct") else f"{m['added_per_mpkt']:.2f}"
+            own = "-" if name.startswith("direct") else f"{m['cpu_per_mpkt']:.2f}"
+            out.append(f"| {name} | {pps:.0f} | {own} | {added} | "
                        f"{m['per_call_bytes'] / 1024:.1f} KiB | {m['result'].failed} |")
-        if "palisade" in media and "kamailio+rtpengine" in media:
-            a, b = media["palisade"], media["kamailio+rtpengine"]
-            r = ratio(a["cpu_s"] / max(1, a["relayed_est"]), b["cpu_s"] / max(1, b["relayed_est"]))
-            out += ["", f"Ratio palisade / anchor, CPU per packet: **{r:.3f}** (target <= 0.5)."]
+        anchor = media.get("kamailio+rtpengine")
+        for name in ("palisade", "palisade-userspace"):
+            if name in media and anchor:
+                a = media[name]
+                out += ["", f"Ratio {name} / anchor, CPU per packet: SBC processes "
+                        f"**{ratio(a['cpu_per_mpkt'], anchor['cpu_per_mpkt']):.3f}**, machine "
+                        f"**{ratio(a['added_per_mpkt'], anchor['added_per_mpkt']):.3f}** (target <= 0.5)."]
         out.append("")
     if memory:
         n = next(iter(memory.values()))["calls"]
@@ -791,7 +868,28 @@ def report(args, calls=None, capacity=None, media=None, memory=None, relay=None)
     return "\n".join(out)
 
 
+NETNS_ENV = "PALISADE_BENCH_NETNS"
+
+
+def in_netns() -> int:
+    """Re-runs this script inside a network namespace of its own; returns its exit code."""
+    name = f"palisade-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        env = dict(os.environ, **{NETNS_ENV: name})
+        return subprocess.run(["ip", "netns", "exec", name, sys.executable, *sys.argv],
+                              env=env).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", name])
+
+
 def main():
+    if not os.environ.get(NETNS_ENV):
+        for tool in ("ip", "nft"):
+            if not shutil.which(tool):
+                raise SystemExit(f"{tool} missing: apt-get install iproute2 nftables")
+        raise SystemExit(in_netns())
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["calls", "capacity", "media", "memory", "all"])
     ap.add_argument("--sbc", default="palisade,anchor", help="palisade,anchor (default both)")
@@ -805,6 +903,8 @@ def main():
     ap.add_argument("--step-seconds", type=int, default=10, help="capacity mode: seconds per step (10)")
     ap.add_argument("--sessions", type=int, default=500, help="media mode: concurrent calls (500)")
     ap.add_argument("--media-seconds", type=int, default=20, help="media mode: seconds of RTP (20)")
+    ap.add_argument("--no-media-userspace", dest="media_userspace", action="store_false",
+                    help="media mode: skip the run of Palisade with kernel forwarding off")
     ap.add_argument("--concurrent", type=int, default=10000, help="memory mode: concurrent calls (10000)")
     ap.add_argument("--memory-rate", type=float, default=500, help="memory mode: call rate (500)")
     ap.add_argument("--palisade-bin", type=Path,

@@ -32,8 +32,10 @@ directly), per packet relayed. Relayed packets are counted by an nftables counte
 benchmark's own on RTP delivered to SIPp's media sockets (each crossed the SBC once),
 whichever way the SBC forwards them.
 
-Palisade runs with media.kernel_forwarding: on (plain RTP streams go to conntrack NAT
-after 1 s); the media mode also runs it with kernel_forwarding off ("palisade-userspace").
+In the media mode Palisade runs with media.kernel_forwarding: on (plain RTP streams go to
+conntrack NAT after 1 s), and once more with it off ("palisade-userspace"); the signalling
+modes (calls, capacity, memory) carry no RTP and run it with the default (off), since its
+table costs every packet a conntrack lookup.
 The anchor's rtpengine runs in userspace (its kernel module is not loadable here).
 
 Everything runs inside a network namespace the script creates (`ip netns add`), on its
@@ -266,7 +268,7 @@ class Palisade(Sbc):
     name = "palisade"
 
     def __init__(self, binary: Path, level: str = "info", relay_threads: int = 0,
-                 kernel_forwarding: str = "on", name: str = "palisade", prefix: str = "127.0.60"):
+                 kernel_forwarding: str = "off", name: str = "palisade", prefix: str = "127.0.60"):
         self.binary = binary
         self.level = level
         self.relay_threads = relay_threads
@@ -298,8 +300,9 @@ class Palisade(Sbc):
             f"  - name: outside\n    sip_address: {n.prefix}.2\n    transports: [udp]\n"
             f"    media: {{address: {n.prefix}.2, port_min: 10000, port_max: 59999}}\n"
             "trunks:\n" + "".join(trunks) + "routes:\n" + "".join(routes) +
-            f"media: {{relay_threads: {self.relay_threads}, "
-            f"kernel_forwarding: {self.kernel_forwarding}}}\n"
+            f"media: {{relay_threads: {self.relay_threads}"
+            + (f", kernel_forwarding: {self.kernel_forwarding}"
+               if self.kernel_forwarding != "off" else "") + "}\n"
             "guard: {mode: off}\n"
             f"logging: {{format: text, level: {self.level}}}\n"
             "shutdown: {grace_seconds: 0}\n"
@@ -620,11 +623,12 @@ def measure(sbc: Sbc, work: Path, rate, calls, hold_ms, rtp=False, pairs=None) -
 # ---------------------------------------------------------------- modes
 
 
-def sbcs(args) -> list[Sbc]:
+def sbcs(args, kernel_forwarding: str = "off") -> list[Sbc]:
     out = []
     for name in args.sbc.split(","):
         if name == "palisade":
-            out.append(Palisade(args.palisade_bin, level=args.palisade_log_level))
+            out.append(Palisade(args.palisade_bin, level=args.palisade_log_level,
+                                kernel_forwarding=kernel_forwarding))
         elif name == "anchor":
             out.append(Anchor())
         else:
@@ -671,7 +675,7 @@ def mode_media(args, work: Path) -> dict:
     CPU and the machine's, per packet relayed, against a baseline with no SBC."""
     out = {}
     n = args.sessions
-    runs: list[Sbc] = [Direct()] + sbcs(args)
+    runs: list[Sbc] = [Direct()] + sbcs(args, kernel_forwarding="on")
     if args.media_userspace and any(isinstance(x, Palisade) for x in runs):
         runs.append(Palisade(args.palisade_bin, level=args.palisade_log_level,
                              kernel_forwarding="off", name="palisade-userspace",

@@ -45,10 +45,14 @@ pub trait RelaySink: Send + std::fmt::Debug {
 impl RelaySink for palisade_relay::RelayControl {
     #[allow(clippy::result_large_err)]
     fn send(&mut self, cmd: Command) -> Result<(), Busy> {
-        // A close waits for the relay thread's next turn: nothing is in a
-        // hurry for it, and most calls end without any other command that
-        // turn, so it saves the thread a wakeup per call.
-        if matches!(cmd, Command::Close { .. }) {
+        // A close or an update waits for the relay thread's next turn, which
+        // comes with the next packet on any of its sockets (the thread
+        // applies its commands before it reads them) or after one tick: a
+        // close has no hurry, and an update only matters to packets, which
+        // bring the turn that applies it. Only an Open, whose sockets must be
+        // bound before a peer sends, wakes the thread. This saves the relay
+        // threads two wakeups per call.
+        if matches!(cmd, Command::Close { .. } | Command::Update { .. }) {
             palisade_relay::RelayControl::queue_lazy(self, cmd)
         } else {
             palisade_relay::RelayControl::queue(self, cmd)

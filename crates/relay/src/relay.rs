@@ -77,7 +77,14 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let mut lanes = Vec::with_capacity(cfg.threads);
         let mut workers = Vec::with_capacity(cfg.threads);
-        let (offload_tx, offload_rx) = sync_channel(OFFLOAD_QUEUE);
+        // The channel (about 2 MiB of slots) only exists with kernel forwarding.
+        let (offload_tx, offload_rx) = match offload {
+            Some(_) => {
+                let (tx, rx) = sync_channel(OFFLOAD_QUEUE);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let mut counter_lanes = Vec::with_capacity(cfg.threads);
         for i in 0..cfg.threads {
             let poll = Poll::new()?;
@@ -90,7 +97,7 @@ impl Relay {
                 counters: counters.clone(),
                 wake_pending: AtomicBool::new(false),
             });
-            let lane = offload.as_ref().map(|(ocfg, _)| {
+            let lane = offload.as_ref().zip(offload_tx.as_ref()).map(|((ocfg, _), otx)| {
                 // Two rounds of counters at most: they are cumulative, so a
                 // thread that missed one loses nothing.
                 let (ctx, crx) = sync_channel(2);
@@ -98,7 +105,7 @@ impl Relay {
                 OffloadLane {
                     cfg: *ocfg,
                     lane: i,
-                    tx: offload_tx.clone(),
+                    tx: otx.clone(),
                     counters: crx,
                 }
             });
@@ -115,7 +122,7 @@ impl Relay {
         drop(offload_tx);
         let mut offload_thread = None;
         let mut offload_shared = None;
-        if let Some((ocfg, offloader)) = offload {
+        if let (Some((ocfg, offloader)), Some(offload_rx)) = (offload, offload_rx) {
             let counters = Arc::new(OffloadCounters::default());
             let t = OffloadThread {
                 cfg: ocfg,

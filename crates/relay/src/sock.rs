@@ -7,16 +7,10 @@ use std::sync::OnceLock;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// The receive buffer a media socket asks for when the system default
-/// (net.core.rmem_default) is below [`MEDIA_SOCKET_MIN_RECV_BUFFER_BYTES`]:
-/// a few hundred packets of headroom per port, so a relay thread busy
-/// elsewhere for a moment loses nothing. The kernel doubles the value and
-/// caps it at net.core.rmem_max.
+/// (net.core.rmem_default) is smaller: a few hundred packets of headroom per
+/// port, so a relay thread busy elsewhere for a moment loses nothing. The
+/// kernel doubles the value and caps it at net.core.rmem_max.
 pub const MEDIA_SOCKET_BUFFER_BYTES: usize = 256 * 1024;
-
-/// A default receive buffer this large already holds a few hundred RTP
-/// packets (Linux's usual 208 KiB: several seconds of one stream), so the
-/// buffer is left alone and the call setup saves a system call per socket.
-pub const MEDIA_SOCKET_MIN_RECV_BUFFER_BYTES: usize = 128 * 1024;
 
 /// The send buffer is only raised when the system default is below this
 /// (a relay sends as fast as it receives; the default is plenty on Linux).
@@ -42,8 +36,7 @@ fn default_buffers() -> (usize, usize) {
 /// Binds a non-blocking UDP socket on `addr` for media: SO_REUSEADDR off
 /// (the default; a port another process holds fails with `AddrInUse`),
 /// IP_TOS or IPV6_TCLASS set to `dscp << 2`, the receive buffer raised to
-/// [`MEDIA_SOCKET_BUFFER_BYTES`] when the default is below
-/// [`MEDIA_SOCKET_MIN_RECV_BUFFER_BYTES`], the send
+/// [`MEDIA_SOCKET_BUFFER_BYTES`] when the default is smaller, the send
 /// buffer only when its default is below
 /// [`MEDIA_SOCKET_MIN_SEND_BUFFER_BYTES`].
 ///
@@ -70,7 +63,7 @@ pub fn bind_media(addr: SocketAddr, dscp: u8) -> io::Result<std::net::UdpSocket>
     }
     // Best effort: a smaller buffer is not a reason to refuse a call.
     let (rcv, snd) = default_buffers();
-    if rcv < MEDIA_SOCKET_MIN_RECV_BUFFER_BYTES {
+    if rcv < MEDIA_SOCKET_BUFFER_BYTES {
         let _ = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER_BYTES);
     }
     if snd < MEDIA_SOCKET_MIN_SEND_BUFFER_BYTES {
@@ -93,6 +86,6 @@ mod tests {
         let s2 = Socket::from(s);
         assert_eq!(s2.tos_v4().unwrap(), 46 << 2);
         assert!(s2.nonblocking().unwrap(), "media sockets never block");
-        assert!(s2.recv_buffer_size().unwrap() >= MEDIA_SOCKET_MIN_RECV_BUFFER_BYTES);
+        assert!(s2.recv_buffer_size().unwrap() >= MEDIA_SOCKET_BUFFER_BYTES);
     }
 }

@@ -6,7 +6,9 @@
 //! ([`latch`]), SRTP/SRTCP on either or both legs ([`srtp`]), payload-type
 //! remapping, RTCP passthrough with statistics, per-direction quality
 //! statistics ([`stats`]: loss, jitter, RTCP-reported loss/jitter/RTT, an
-//! E-model MOS), media timeouts, DSCP marking, and counters.
+//! E-model MOS), media timeouts, DSCP marking, and counters; and the policy
+//! of kernel forwarding ([`offload`]): which plain streams the kernel may
+//! carry and when, through an [`Offloader`] the binary provides.
 //!
 //! **What it does not own.** SDP, port allocation, codec and SRTP policy,
 //! key generation and what to do on a timeout: that is `palisade-media` in

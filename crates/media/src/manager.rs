@@ -40,6 +40,20 @@ pub trait RelaySink: Send + std::fmt::Debug {
     // The relay's own signature: Busy hands the command back by value.
     #[allow(clippy::result_large_err)]
     fn send(&mut self, cmd: Command) -> Result<(), Busy>;
+
+    /// The relay thread that owns `session` (its ports go back to that
+    /// thread's warm list, see [`crate::pool`]).
+    fn lane(&self, _session: SessionId) -> usize {
+        0
+    }
+
+    /// Queues `cmd` for the relay thread's next turn without asking for
+    /// one: for an Open whose sockets are already bound there (warm ports),
+    /// the next packet on them brings the turn that applies it.
+    #[allow(clippy::result_large_err)]
+    fn send_lazy(&mut self, cmd: Command) -> Result<(), Busy> {
+        self.send(cmd)
+    }
 }
 
 impl RelaySink for palisade_relay::RelayControl {
@@ -57,6 +71,15 @@ impl RelaySink for palisade_relay::RelayControl {
         } else {
             palisade_relay::RelayControl::queue(self, cmd)
         }
+    }
+
+    fn lane(&self, session: SessionId) -> usize {
+        palisade_relay::RelayControl::lane_of(self, session)
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn send_lazy(&mut self, cmd: Command) -> Result<(), Busy> {
+        palisade_relay::RelayControl::queue_lazy(self, cmd)
     }
 }
 
@@ -233,6 +256,8 @@ pub struct MediaManager {
     relay: Box<dyn RelaySink>,
     rng: StdRng,
     stats: MediaStats,
+    /// The latest `now` an entry point was given (ports' warm lists age by it).
+    now: Option<Instant>,
 }
 
 /// A refusal, with the manager's counters updated.
@@ -243,10 +268,15 @@ impl MediaManager {
     /// session ids from a CSPRNG seeded with `seed`.
     pub fn new(config: &Config, relay: Box<dyn RelaySink>, seed: [u8; 32]) -> Self {
         MediaManager {
+            // A relay thread keeps up to SPARE_CAP spare sockets (two per
+            // port pair without rtcp-mux); warm ports stay well inside that.
             pools: config
                 .zones()
                 .iter()
-                .map(|z| PortPool::new(&z.media))
+                .map(|z| {
+                    PortPool::new(&z.media)
+                        .with_warm_cap(palisade_relay::SPARE_CAP / 4 / config.zones().len().max(1))
+                })
                 .collect(),
             calls: HashMap::new(),
             quarantine: HashMap::new(),
@@ -257,6 +287,7 @@ impl MediaManager {
             relay,
             rng: StdRng::from_seed(seed),
             stats: MediaStats::default(),
+            now: None,
         }
     }
 
@@ -346,8 +377,20 @@ impl MediaManager {
     pub fn on_report(&mut self, report: &Report) -> CallRef {
         match report {
             Report::Closed { session, .. } => {
+                // The relay thread keeps the sockets bound for a while:
+                // its next sessions get these ports first.
                 if let Some(ports) = self.quarantine.remove(&session.0) {
-                    self.free_ports(&ports);
+                    match self.now {
+                        Some(now) => {
+                            let lane = self.relay.lane(*session);
+                            for (zone, port) in ports {
+                                if let Some(p) = self.pools.get_mut(zone.index()) {
+                                    p.release_warm(port, lane, now);
+                                }
+                            }
+                        }
+                        None => self.free_ports(&ports),
+                    }
                 }
                 if let Some(c) = self.calls.get_mut(&session.0) {
                     c.relay_gone = true;
@@ -377,6 +420,7 @@ impl MediaManager {
     /// quarantines. Call it now and then (the binary does on every loop
     /// turn); every other entry point does too.
     pub fn tick(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |t| t.max(now)));
         self.flush_closes();
         while let Some(&(deadline, id)) = self.quarantine_deadlines.front() {
             if deadline > now {
@@ -536,6 +580,9 @@ impl MediaManager {
 
         // Ports for enabled streams that have none yet, on both sides.
         let mut fresh: Vec<(ZoneId, u16)> = Vec::new();
+        // Whether every fresh port is warm: its sockets are still bound in
+        // the session's relay thread, so the Open needs no wakeup.
+        let mut all_warm = true;
         let mut ports: Vec<[Option<(ZoneId, u16)>; 2]> = Vec::with_capacity(streams.len());
         for (i, s) in streams.iter().enumerate() {
             let mut p = self
@@ -547,12 +594,14 @@ impl MediaManager {
             if s.enabled {
                 for (side, zone) in [(x, zx), (y, zy)] {
                     if p[idx(side)].is_none() {
-                        match self
-                            .pools
-                            .get_mut(zone.index())
-                            .and_then(PortPool::allocate)
-                        {
-                            Some(port) => {
+                        let lane = self.relay.lane(SessionId(id));
+                        let now = self.now;
+                        match self.pools.get_mut(zone.index()).and_then(|pool| match now {
+                            Some(now) => pool.allocate_for(lane, now),
+                            None => pool.allocate().map(|port| (port, false)),
+                        }) {
+                            Some((port, warm)) => {
+                                all_warm &= warm;
                                 fresh.push((zone, port));
                                 p[idx(side)] = Some((zone, port));
                             }
@@ -679,7 +728,12 @@ impl MediaManager {
             latch,
         });
         for (i, cmd) in commands {
-            if self.relay.send(cmd).is_err() {
+            let sent = if all_warm {
+                self.relay.send_lazy(cmd)
+            } else {
+                self.relay.send(cmd)
+            };
+            if sent.is_err() {
                 // Not cached: a repeat of this offer must try the relay again.
                 call.pending = None;
                 return Err(MediaError::RelayBusy);

@@ -85,13 +85,15 @@ pub fn render_media_table(spec: &MediaTableSpec) -> String {
             s,
             "\tset fwd{sfx} {{ type {fam} . inet_service . {fam} . inet_service; size {size}; counter; }}"
         );
-        // Per packet to a media port: RTCP (also multiplexed, RFC 5761
-        // packet types 200-204) and whatever is not a handed-over direction
-        // go to the relay untracked; a handed-over direction is tracked
-        // (and counted by its `fwd` element) so the NAT chains see it.
+        // Per packet to a media port: what is not RTP (shorter than an RTP
+        // header, not version 2: keepalives, STUN), RTCP (also multiplexed,
+        // RFC 5761 packet types 200-204) and whatever is not a handed-over
+        // direction go to the relay untracked, as without kernel forwarding;
+        // a handed-over direction's RTP is tracked (and counted by its `fwd`
+        // element) so the NAT chains see it.
         let _ = writeln!(
             s,
-            "\tchain media{sfx} {{\n\t\t@th,72,8 200-204 notrack return\n\t\t{ipk} saddr . udp sport . {ipk} daddr . udp dport @fwd{sfx} return\n\t\tnotrack\n\t}}"
+            "\tchain media{sfx} {{\n\t\tudp length < 20 notrack return\n\t\t@th,64,2 != 2 notrack return\n\t\t@th,72,8 200-204 notrack return\n\t\t{ipk} saddr . udp sport . {ipk} daddr . udp dport @fwd{sfx} return\n\t\tnotrack\n\t}}"
         );
     }
     let jumps = "\t\tmeta l4proto udp ip daddr . udp dport @local4 jump media4\n\
@@ -125,7 +127,9 @@ pub fn render_media_table(spec: &MediaTableSpec) -> String {
             "\tchain {chain} {{\n\t\ttype nat hook {hook} priority {prio}; policy accept;\n{body}\t}}"
         );
     }
-    // What the kernel forwards leaves marked like the relay's own packets.
+    // What the kernel forwards leaves the host marked like the relay's own
+    // packets (a peer on this host gets it unmarked: local delivery skips
+    // postrouting).
     let tag = format!("ct mark and 0x{:08x} == 0x{MARK_TAG:08x}", MARK_MASK);
     let dscp = spec.dscp & 0x3f;
     let _ = writeln!(
@@ -247,11 +251,16 @@ impl MediaOffload {
         if !ops.is_empty() {
             self.netlink.apply(&self.table, &ops)?;
         }
+        // Every removed direction's connection goes, even if one deletion
+        // fails (the first error is returned).
+        let mut first_error = None;
         for d in remove {
             // Either direction's tuple finds the connection.
-            self.netlink.delete_conntrack(d.peer, d.local)?;
+            if let Err(e) = self.netlink.delete_conntrack(d.peer, d.local) {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The counters of every direction in the table.
@@ -350,6 +359,7 @@ mod tests {
             assert!(t.contains(hook), "{hook}");
         }
         assert!(t.contains("@th,72,8 200-204 notrack return"));
+        assert!(t.contains("udp length < 20 notrack return\n\t\t@th,64,2 != 2 notrack return"));
         assert!(t.contains("ct mark and 0xf0000000 == 0x50000000 ip dscp set 46"));
     }
 }

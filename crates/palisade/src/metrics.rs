@@ -454,8 +454,13 @@ fn media(s: &mut Sample, m: &palisade_media::MediaStats, r: &palisade_relay::Rel
     );
     s.gauge(
         "palisade_relay_ports_bound",
-        "Media sockets bound.",
+        "Media sockets bound for open sessions.",
         r.ports_bound,
+    );
+    s.gauge(
+        "palisade_relay_ports_spare",
+        "Media sockets of ended calls kept bound for their ports' next calls.",
+        r.ports_spare,
     );
     s.counter(
         "palisade_relay_reports_dropped",

@@ -531,6 +531,7 @@ fn log_stats(what: &str, r: &LoopReport, t: &TransportStats) {
         info!(
             relay_sessions_open = x.sessions_open,
             relay_ports_bound = x.ports_bound,
+            relay_ports_spare = x.ports_spare,
             relay_packets_relayed = x.packets_relayed,
             relay_bytes_relayed = x.bytes_relayed,
             relay_dropped_foreign_source = x.dropped_foreign_source,

@@ -220,6 +220,21 @@ pub struct RelayConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Busy(pub Command);
 
+/// How long a relay thread keeps an ended session's socket bound (a
+/// *spare*) for the next session given its port; the media manager reuses
+/// ports of ended calls within [`SPARE_REUSE`] and keeps them from other
+/// threads until [`SPARE_IDLE`] has surely passed.
+pub const SPARE_IDLE: Duration = Duration::from_secs(10);
+/// Within this age, a port of an ended call is reused by a session of the
+/// same relay thread, which finds its sockets still bound.
+pub const SPARE_REUSE: Duration = Duration::from_secs(8);
+/// Spare sockets per relay thread at most.
+pub const SPARE_CAP: usize = 4096;
+/// For this long a reused socket refuses the peer it served in its previous
+/// call (unless the new call signals that peer): the tail of an ended
+/// stream never latches onto the next call.
+pub const REUSE_GUARD: Duration = Duration::from_secs(10);
+
 /// Timeouts and queue sizes a relay uses when not configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// See [`RelayConfig::hold_timeout`].
@@ -274,8 +289,11 @@ pub struct RelayStats {
     pub dropped_no_session: u64,
     /// Sessions open now.
     pub sessions_open: u64,
-    /// Local ports bound now.
+    /// Local ports bound now for open sessions.
     pub ports_bound: u64,
+    /// Sockets of ended sessions kept bound for their port's next session
+    /// (at most [`SPARE_CAP`] per thread, each for [`SPARE_IDLE`]).
+    pub ports_spare: u64,
     /// Media timeouts reported.
     pub timeouts: u64,
     /// Reports dropped because the report channel was full or closed.

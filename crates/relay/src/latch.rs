@@ -31,6 +31,10 @@ pub struct LatchState {
     signalled: Option<SocketAddr>,
     latched: Option<SocketAddr>,
     last_seen: Option<Instant>,
+    /// The peer this port served in its previous call, refused until the
+    /// instant unless signalled now (a reused port never latches onto the
+    /// tail of an ended call's stream).
+    stale: Option<(SocketAddr, Instant)>,
 }
 
 impl LatchState {
@@ -41,18 +45,36 @@ impl LatchState {
             signalled,
             latched: None,
             last_seen: None,
+            stale: None,
         }
+    }
+
+    /// The same state, refusing `prev` (the port's previous peer) until
+    /// `until` unless it is the signalled address.
+    pub fn refusing(mut self, prev: Option<SocketAddr>, until: Instant) -> Self {
+        self.stale = prev.map(|p| (p, until));
+        self
     }
 
     /// New signalling; a changed address or mode forgets what was learnt.
     pub fn update(&mut self, mode: Latch, signalled: Option<SocketAddr>) {
         if mode != self.mode || signalled != self.signalled {
-            *self = LatchState::new(mode, signalled);
+            *self = LatchState {
+                stale: self.stale,
+                ..LatchState::new(mode, signalled)
+            };
         }
     }
 
     /// Whether a packet from `src` at `now` may be processed.
     pub fn accepts(&self, now: Instant, src: SocketAddr) -> bool {
+        if let Some((prev, until)) = self.stale
+            && prev == src
+            && now < until
+            && self.signalled != Some(src)
+        {
+            return false;
+        }
         match self.mode {
             Latch::Strict => self.signalled == Some(src),
             Latch::Learn => match (self.latched, self.last_seen) {
@@ -146,6 +168,29 @@ mod tests {
         l.learn(t, a("127.0.0.10:4000"));
         assert_eq!(l.target(), Some(a("127.0.0.10:4000")));
         assert_eq!(l.latched(), None);
+    }
+
+    #[test]
+    fn a_reused_port_refuses_its_previous_peer_unless_signalled() {
+        let t = Instant::now();
+        let until = t + Duration::from_secs(10);
+        let old = a("127.0.0.10:4000");
+        let l =
+            LatchState::new(Latch::Learn, Some(a("127.0.0.11:5000"))).refusing(Some(old), until);
+        assert!(!l.accepts(t, old), "the ended call's tail does not latch");
+        assert!(
+            l.accepts(t, a("127.0.0.12:6000")),
+            "anyone else may, as before"
+        );
+        assert!(l.accepts(until, old), "only for a while");
+        let mut l = l;
+        l.update(Latch::Learn, Some(old));
+        assert!(
+            l.accepts(t, old),
+            "signalled again: the same PBX reusing its port"
+        );
+        l.update(Latch::Learn, None);
+        assert!(!l.accepts(t, old), "the refusal survives new signalling");
     }
 
     #[test]

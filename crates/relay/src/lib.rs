@@ -37,6 +37,7 @@ pub mod offload;
 mod relay;
 pub mod rtp;
 pub mod sock;
+mod spare;
 pub mod srtp;
 pub mod stats;
 mod worker;

@@ -11,7 +11,8 @@ use mio::{Poll, Waker};
 
 use crate::api::{Busy, Command, RelayConfig, RelayStats, Report, SessionId};
 use crate::offload::{OffloadConfig, OffloadCounters, OffloadThread, Offloader};
-use crate::worker::{Counters, OffloadLane, WAKER, Worker};
+use crate::spare::SparePool;
+use crate::worker::{Counters, OffloadLane, WAKER, Worker, WorkerParts};
 
 /// Changes queued for the offload thread at most (the relay threads keep
 /// removals that do not fit and retry them).
@@ -29,6 +30,7 @@ struct Lane {
 #[derive(Debug)]
 struct Shared {
     lanes: Vec<Lane>,
+    spares: Arc<SparePool>,
     stop: Arc<AtomicBool>,
     offload: Option<Arc<OffloadCounters>>,
 }
@@ -86,8 +88,15 @@ impl Relay {
             None => (None, None),
         };
         let mut counter_lanes = Vec::with_capacity(cfg.threads);
-        for i in 0..cfg.threads {
+        let mut polls = Vec::with_capacity(cfg.threads);
+        let mut registries = Vec::with_capacity(cfg.threads);
+        for _ in 0..cfg.threads {
             let poll = Poll::new()?;
+            registries.push(poll.registry().try_clone()?);
+            polls.push(poll);
+        }
+        let spares = Arc::new(SparePool::new(registries));
+        for (i, poll) in polls.into_iter().enumerate() {
             let waker = Waker::new(poll.registry(), WAKER)?;
             let (tx, rx) = sync_channel(cfg.command_queue);
             let counters = Arc::new(Counters::default());
@@ -97,27 +106,32 @@ impl Relay {
                 counters: counters.clone(),
                 wake_pending: AtomicBool::new(false),
             });
-            let lane = offload.as_ref().zip(offload_tx.as_ref()).map(|((ocfg, _), otx)| {
-                // Two rounds of counters at most: they are cumulative, so a
-                // thread that missed one loses nothing.
-                let (ctx, crx) = sync_channel(2);
-                counter_lanes.push(ctx);
-                OffloadLane {
-                    cfg: *ocfg,
-                    lane: i,
-                    tx: otx.clone(),
-                    counters: crx,
-                }
-            });
-            workers.push(Worker::new(
+            let lane = offload
+                .as_ref()
+                .zip(offload_tx.as_ref())
+                .map(|((ocfg, _), otx)| {
+                    // Two rounds of counters at most: they are cumulative, so a
+                    // thread that missed one loses nothing.
+                    let (ctx, crx) = sync_channel(2);
+                    counter_lanes.push(ctx);
+                    OffloadLane {
+                        cfg: *ocfg,
+                        lane: i,
+                        tx: otx.clone(),
+                        counters: crx,
+                    }
+                });
+            workers.push(Worker::new(WorkerParts {
                 cfg,
                 poll,
-                rx,
-                reports.clone(),
-                stop.clone(),
+                commands: rx,
+                reports: reports.clone(),
+                stop: stop.clone(),
                 counters,
-                lane,
-            ));
+                offload: lane,
+                lane: i,
+                spares: spares.clone(),
+            }));
         }
         drop(offload_tx);
         let mut offload_thread = None;
@@ -141,6 +155,7 @@ impl Relay {
         }
         let shared = Arc::new(Shared {
             lanes,
+            spares,
             stop,
             offload: offload_shared,
         });
@@ -271,6 +286,7 @@ impl RelayControl {
         for lane in &self.shared.lanes {
             lane.counters.add_to(&mut s);
         }
+        s.ports_spare = self.shared.spares.count();
         if let Some(c) = &self.shared.offload {
             s.offload_batches = c.batches.load(Ordering::Relaxed);
             s.offload_failures = c.failures.load(Ordering::Relaxed);
@@ -287,6 +303,12 @@ impl RelayControl {
     pub fn take_offload_error(&self) -> Option<String> {
         let c = self.shared.offload.as_ref()?;
         c.last_error.lock().ok()?.take()
+    }
+
+    /// The relay thread that owns `session`'s sockets (commands for it go
+    /// there; so do its spares when it ends).
+    pub fn lane_of(&self, session: SessionId) -> usize {
+        lane_of(session, self.shared.lanes.len().max(1))
     }
 
     /// Number of relay threads.

@@ -31,6 +31,7 @@ use crate::offload::{
 };
 use crate::rtp::{self, RtpHeader};
 use crate::sock::bind_media;
+use crate::spare::{Drained, SparePool};
 use crate::srtp::{SrtpIn, SrtpOut};
 use crate::stats::DirectionMeter;
 
@@ -329,6 +330,13 @@ pub(crate) struct Worker {
     again: Vec<Token>,
     again_next: Vec<Token>,
     offload: Option<WorkerOffload>,
+    lane: usize,
+    spares: Arc<SparePool>,
+    /// This thread's tokens standing for spares it keeps.
+    spare_tokens: HashMap<usize, SocketAddr>,
+    /// Spares in the order this thread kept them (entries of sockets taken
+    /// since are skipped when met).
+    spare_order: VecDeque<(SocketAddr, Token, Instant)>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -339,16 +347,33 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// What a relay thread is made of (see [`Worker::new`]).
+pub(crate) struct WorkerParts {
+    pub cfg: RelayConfig,
+    pub poll: Poll,
+    pub commands: Receiver<Command>,
+    pub reports: SyncSender<Report>,
+    pub stop: Arc<AtomicBool>,
+    pub counters: Arc<Counters>,
+    pub offload: Option<OffloadLane>,
+    /// The thread's index.
+    pub lane: usize,
+    pub spares: Arc<SparePool>,
+}
+
 impl Worker {
-    pub(crate) fn new(
-        cfg: RelayConfig,
-        poll: Poll,
-        commands: Receiver<Command>,
-        reports: SyncSender<Report>,
-        stop: Arc<AtomicBool>,
-        counters: Arc<Counters>,
-        offload: Option<OffloadLane>,
-    ) -> Worker {
+    pub(crate) fn new(parts: WorkerParts) -> Worker {
+        let WorkerParts {
+            cfg,
+            poll,
+            commands,
+            reports,
+            stop,
+            counters,
+            offload,
+            lane,
+            spares,
+        } = parts;
         Worker {
             cfg,
             poll,
@@ -373,6 +398,10 @@ impl Worker {
                 backlog: VecDeque::new(),
                 by_local: HashMap::new(),
             }),
+            lane,
+            spares,
+            spare_tokens: HashMap::new(),
+            spare_order: VecDeque::new(),
         }
     }
 
@@ -419,6 +448,7 @@ impl Worker {
             if now.saturating_duration_since(last_tick) >= TICK {
                 last_tick = now;
                 self.check_timeouts(now);
+                self.expire_spares(now, crate::SPARE_IDLE);
             }
             if self.stop.load(Ordering::Acquire) {
                 self.apply_commands(usize::MAX);
@@ -484,13 +514,46 @@ impl Worker {
         }
     }
 
-    /// Binds and registers one socket.
-    fn bind(&mut self, addr: SocketAddr, r: SockRef) -> Result<(UdpSocket, Token), BindError> {
-        let std_sock = bind_media(addr, self.cfg.dscp).map_err(|e| BindError {
-            addr,
-            os_error: e.raw_os_error(),
-        })?;
-        let mut sock = UdpSocket::from_std(std_sock);
+    /// Binds and registers one socket, or takes the spare left bound on
+    /// `addr` by an ended session (then also returns the peer it served).
+    fn bind(
+        &mut self,
+        addr: SocketAddr,
+        r: SockRef,
+    ) -> Result<(UdpSocket, Token, Option<SocketAddr>), BindError> {
+        let (mut sock, prev) = match self.spares.take(addr, self.lane) {
+            Some(t) => match t.token {
+                Some(token) => {
+                    self.spare_tokens.remove(&token.0);
+                    if let Some(slot) = self.socks.get_mut(token.0) {
+                        *slot = Some(r);
+                    }
+                    self.counters.ports_bound.fetch_add(1, Ordering::Relaxed);
+                    return Ok((t.sock, token, t.prev));
+                }
+                None => (t.sock, t.prev),
+            },
+            None => {
+                let fresh = match bind_media(addr, self.cfg.dscp) {
+                    // Out of descriptors: this thread's spares go first.
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                            && !self.spare_order.is_empty() =>
+                    {
+                        #[allow(clippy::disallowed_methods)] // I/O thread: error path.
+                        let now = Instant::now();
+                        self.expire_spares(now, Duration::ZERO);
+                        bind_media(addr, self.cfg.dscp)
+                    }
+                    other => other,
+                }
+                .map_err(|e| BindError {
+                    addr,
+                    os_error: e.raw_os_error(),
+                })?;
+                (UdpSocket::from_std(fresh), None)
+            }
+        };
         let token = self.alloc_token(r);
         if let Some(e) = self
             .poll
@@ -503,7 +566,76 @@ impl Worker {
             return Err(BindError { addr, os_error: e });
         }
         self.counters.ports_bound.fetch_add(1, Ordering::Relaxed);
-        Ok((sock, token))
+        Ok((sock, token, prev))
+    }
+
+    /// Keeps an ended session's socket bound as a spare (see
+    /// [`crate::spare`]), or closes it when the pool is full.
+    fn retire(
+        &mut self,
+        sock: UdpSocket,
+        token: Token,
+        addr: SocketAddr,
+        prev: Option<SocketAddr>,
+        now: Instant,
+    ) {
+        match self.spares.keep(addr, sock, self.lane, token, now, prev) {
+            Ok(()) => {
+                if let Some(slot) = self.socks.get_mut(token.0) {
+                    *slot = None;
+                }
+                self.spare_tokens.insert(token.0, addr);
+                self.spare_order.push_back((addr, token, now));
+                self.counters.ports_bound.fetch_sub(1, Ordering::Relaxed);
+            }
+            Err(sock) => self.unbind(sock, token),
+        }
+    }
+
+    /// Closes this thread's spares kept longer than `idle`, and frees the
+    /// tokens of those another thread took.
+    fn expire_spares(&mut self, now: Instant, idle: Duration) {
+        while let Some(&(addr, token, since)) = self.spare_order.front() {
+            if now.saturating_duration_since(since) < idle {
+                break;
+            }
+            self.spare_order.pop_front();
+            if self.spares.expire(addr, self.lane, token, since)
+                && self.spare_tokens.get(&token.0) == Some(&addr)
+            {
+                self.spare_tokens.remove(&token.0);
+                self.free_token(token);
+            }
+        }
+    }
+
+    /// Reads and drops what arrives on a spare (the tail of an ended call).
+    fn drain_spare(&mut self, token: Token) {
+        let Some(&addr) = self.spare_tokens.get(&token.0) else {
+            return;
+        };
+        for _ in 0..BATCHES_PER_TURN {
+            match self.spares.drain(addr, self.lane, token, &mut self.batch) {
+                Drained::Done(n) => {
+                    self.counters
+                        .dropped_no_session
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    return;
+                }
+                Drained::More(n) => {
+                    self.counters
+                        .dropped_no_session
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Drained::Gone => {
+                    // Another thread took it (out of this epoll set now).
+                    self.spare_tokens.remove(&token.0);
+                    self.free_token(token);
+                    return;
+                }
+            }
+        }
+        self.again_next.push(token);
     }
 
     /// Closes a media socket. No `EPOLL_CTL_DEL` first: the socket is never
@@ -517,16 +649,32 @@ impl Worker {
         self.counters.ports_bound.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn drop_end(&mut self, end: End) {
+    /// Releases an end's sockets: kept as spares when `keep` (its session
+    /// ended normally), else closed.
+    fn drop_end(&mut self, end: End, keep: Option<Instant>) {
+        let rtcp_addr = rtcp_local(&end.ep);
         let End {
+            ep,
             rtp,
             rtp_token,
             rtcp,
+            rtp_latch,
+            rtcp_latch,
             ..
         } = end;
-        self.unbind(rtp, rtp_token);
-        if let Some((s, t)) = rtcp {
-            self.unbind(s, t);
+        match keep {
+            Some(now) => {
+                self.retire(rtp, rtp_token, ep.local, rtp_latch.target(), now);
+                if let Some((s, t)) = rtcp {
+                    self.retire(s, t, rtcp_addr, rtcp_latch.target(), now);
+                }
+            }
+            None => {
+                self.unbind(rtp, rtp_token);
+                if let Some((s, t)) = rtcp {
+                    self.unbind(s, t);
+                }
+            }
         }
     }
 
@@ -595,11 +743,11 @@ impl Worker {
         }
     }
 
-    fn drop_stream(&mut self, mut s: Stream) {
+    fn drop_stream(&mut self, mut s: Stream, keep: Option<Instant>) {
         self.unoffload(&mut s);
         let [a, b] = s.ends;
-        self.drop_end(a);
-        self.drop_end(b);
+        self.drop_end(a, keep);
+        self.drop_end(b, keep);
     }
 
     fn make_end(
@@ -616,21 +764,22 @@ impl Worker {
             side,
             rtcp: false,
         };
-        let (rtp, rtp_token) = self.bind(ep.local, r)?;
-        let rtcp = if ep.rtcp_mux {
-            None
+        let (rtp, rtp_token, rtp_prev) = self.bind(ep.local, r)?;
+        let (rtcp, rtcp_prev) = if ep.rtcp_mux {
+            (None, None)
         } else {
             match self.bind(rtcp_local(&ep), SockRef { rtcp: true, ..r }) {
-                Ok(x) => Some(x),
+                Ok((s, t, prev)) => (Some((s, t)), prev),
                 Err(e) => {
                     self.unbind(rtp, rtp_token);
                     return Err(e);
                 }
             }
         };
+        let guard = now + crate::REUSE_GUARD;
         Ok(End {
-            rtp_latch: LatchState::new(ep.latch, ep.remote),
-            rtcp_latch: LatchState::new(ep.latch, rtcp_signalled(&ep)),
+            rtp_latch: LatchState::new(ep.latch, ep.remote).refusing(rtp_prev, guard),
+            rtcp_latch: LatchState::new(ep.latch, rtcp_signalled(&ep)).refusing(rtcp_prev, guard),
             srtp_in: crypto_in(ep.srtp_recv.as_ref()),
             srtp_out: crypto_out(ep.srtp_send.as_ref()),
             meter: DirectionMeter::new(now),
@@ -649,7 +798,7 @@ impl Worker {
             && let Some(pos) = s.streams.iter().position(|st| st.index == stream)
         {
             let old = s.streams.remove(pos);
-            self.drop_stream(old);
+            self.drop_stream(old, None);
         }
         let end_a = match self.make_end(session, stream, 0, a, now) {
             Ok(e) => e,
@@ -658,7 +807,7 @@ impl Worker {
         let end_b = match self.make_end(session, stream, 1, b, now) {
             Ok(e) => e,
             Err(e) => {
-                self.drop_end(end_a);
+                self.drop_end(end_a, None);
                 return self.bind_failed(session, e);
             }
         };
@@ -679,7 +828,7 @@ impl Worker {
         if let Some(s) = self.sessions.remove(&session) {
             self.counters.sessions_open.fetch_sub(1, Ordering::Relaxed);
             for st in s.streams {
-                self.drop_stream(st);
+                self.drop_stream(st, None);
             }
         }
         self.report(Report::BindFailed {
@@ -745,13 +894,17 @@ impl Worker {
                 rtcp: true,
             };
             match self.bind(rtcp_addr, r) {
-                Ok(pair) => {
+                Ok((sock, token, prev)) => {
                     if let Some(st) = self
                         .sessions
                         .get_mut(&session)
                         .and_then(|s| s.streams.iter_mut().find(|st| st.index == stream))
                     {
-                        st.ends[x].rtcp = Some(pair);
+                        #[allow(clippy::disallowed_methods)] // I/O thread: per command.
+                        let guard = Instant::now() + crate::REUSE_GUARD;
+                        let end = &mut st.ends[x];
+                        end.rtcp = Some((sock, token));
+                        end.rtcp_latch = end.rtcp_latch.refusing(prev, guard);
                     }
                 }
                 Err(e) => self.bind_failed(session, e),
@@ -764,6 +917,8 @@ impl Worker {
             return;
         };
         self.counters.sessions_open.fetch_sub(1, Ordering::Relaxed);
+        #[allow(clippy::disallowed_methods)] // I/O thread: per command.
+        let now = Instant::now();
         let mut streams: SmallVec<[StreamStats; 2]> = SmallVec::new();
         for st in s.streams {
             streams.push(StreamStats {
@@ -771,7 +926,7 @@ impl Worker {
                 from_a: st.ends[0].meter.snapshot(),
                 from_b: st.ends[1].meter.snapshot(),
             });
-            self.drop_stream(st);
+            self.drop_stream(st, Some(now));
         }
         self.report(Report::Closed { session, streams });
     }
@@ -855,7 +1010,7 @@ impl Worker {
     /// Reads a socket in batches and relays what it got.
     fn socket_ready(&mut self, token: Token) {
         let Some(Some(r)) = self.socks.get(token.0).copied() else {
-            return;
+            return self.drain_spare(token);
         };
         let Worker {
             sessions,

@@ -683,3 +683,76 @@ fn a_burst_larger_than_one_turn_is_relayed_in_order() {
     let s = close(&ctl, &rx, 40);
     assert_eq!(s[0].from_a.lost, 0);
 }
+
+#[test]
+fn a_closed_sessions_sockets_serve_the_next_session_on_their_ports() {
+    let (_relay, ctl, rx) = start(60_000, 60_000);
+    let old_a = peer("127.0.78.25:4000");
+    let old_b = peer("127.0.78.25:5000");
+    let (la, lb) = ("127.0.77.25:20000", "127.0.77.25:30000");
+    open(
+        &ctl,
+        50,
+        endpoint(la, Some("127.0.78.25:4000"), false),
+        endpoint(lb, Some("127.0.78.25:5000"), false),
+    );
+    prime(&old_a, addr(la), &rtp(0, 1, 1), &old_b);
+    let before = ctl.stats();
+    assert_eq!((before.ports_bound, before.ports_spare), (4, 0));
+    close(&ctl, &rx, 50);
+    let st = ctl.stats();
+    assert_eq!(
+        (st.ports_bound, st.ports_spare),
+        (0, 4),
+        "RTP and RTCP of both ends kept bound: {st:?}"
+    );
+    // Its tail reaches the spare and is dropped there.
+    old_a.send_to(&rtp(0, 2, 1), addr(la)).unwrap();
+    assert!(silent(&old_b, 200));
+    // The next session on those ports (the same thread, as the media
+    // manager arranges) gets the sockets back: nothing new is bound.
+    let next = (51u64..).find(|i| ctl.lane_of(SessionId(*i)) == ctl.lane_of(SessionId(50)));
+    let next = next.unwrap();
+    let new_a = peer("127.0.78.25:4100");
+    let new_b = peer("127.0.78.25:5100");
+    open(
+        &ctl,
+        next,
+        endpoint(la, Some("127.0.78.25:4100"), false),
+        endpoint(lb, Some("127.0.78.25:5100"), false),
+    );
+    prime(&new_a, addr(la), &rtp(0, 1, 2), &new_b);
+    let st = ctl.stats();
+    assert_eq!((st.ports_bound, st.ports_spare), (4, 0), "{st:?}");
+    // The ended call's peer keeps sending: never latched by the new call.
+    let foreign = st.dropped_foreign_source;
+    for seq in 3..8 {
+        old_a.send_to(&rtp(0, seq, 1), addr(la)).unwrap();
+    }
+    assert!(
+        silent(&new_b, 200),
+        "the old peer's stream reached the new call"
+    );
+    assert!(ctl.stats().dropped_foreign_source >= foreign + 5);
+    // The new peers talk both ways.
+    new_b.send_to(&rtp(0, 1, 3), addr(lb)).unwrap();
+    assert!(recv(&new_a).is_some());
+    close(&ctl, &rx, next);
+    // A session of the other thread gets them too: the spares move over
+    // (no port is ever bound twice, nothing fails).
+    assert_eq!(ctl.stats().ports_spare, 4);
+    let other = (next + 1..)
+        .find(|i| ctl.lane_of(SessionId(*i)) != ctl.lane_of(SessionId(50)))
+        .unwrap();
+    open(
+        &ctl,
+        other,
+        endpoint(la, Some("127.0.78.25:4100"), false),
+        endpoint(lb, Some("127.0.78.25:5100"), false),
+    );
+    prime(&new_a, addr(la), &rtp(0, 9, 4), &new_b);
+    let st = ctl.stats();
+    assert_eq!((st.ports_bound, st.ports_spare), (4, 0), "{st:?}");
+    assert!(rx.try_recv().is_err(), "no BindFailed");
+    close(&ctl, &rx, other);
+}

@@ -104,6 +104,18 @@ def proc_pss(pid: int) -> int:
     return 0
 
 
+def proc_rss(pid: int) -> int:
+    """Resident set size of a process, in bytes; 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def children_of(pid: int) -> list[int]:
     out = []
     for p in Path("/proc").iterdir():
@@ -505,6 +517,7 @@ def run_calls(
     rtp: bool = False,
     deadline_s: float | None = None,
     on_running=None,
+    mux: bool = False,
 ) -> SippResult:
     """Starts `pairs` UAS, then `pairs` UAC each placing calls/pairs calls at rate/pairs."""
     n = sbc.net
@@ -516,7 +529,7 @@ def run_calls(
     for i in range(pairs):
         d = work / f"uas{i}"
         d.mkdir(exist_ok=True)
-        args = ["sipp", "-sf", str(HERE / "uas.xml"), "-i", n.uas(i), "-p", "5080",
+        args = ["sipp", "-sf", str(HERE / ("uas_mux.xml" if mux else "uas.xml")), "-i", n.uas(i), "-p", "5080",
                 "-mi", n.uas(i), "-mp", "6000", "-nostdin", "-trace_err",
                 "-trace_stat", "-stf", str(d / "stat.csv"), "-fd", "1",
                 "-timeout", f"{int(deadline_s + 10)}s",
@@ -531,7 +544,7 @@ def run_calls(
         d.mkdir(exist_ok=True)
         if rtp:
             shutil.copy(work / "tone.wav", d / "tone.wav")
-        scen = "uac_rtp.xml" if rtp else "uac.xml"
+        scen = "uac_rtp.xml" if rtp else ("uac_mux.xml" if mux else "uac.xml")
         args = ["sipp", "-sf", str(HERE / scen), "-i", n.uac(i), "-p", "5070",
                 "-mi", n.uac(i), "-mp", "6000", "-key", "rhost", n.uas(i),
                 "-r", f"{per_rate:.3f}", "-rp", "1000", "-m", str(per_calls[i]),
@@ -735,14 +748,18 @@ def mode_media(args, work: Path) -> dict:
 def mode_memory(args, work: Path) -> dict:
     """N anchored calls held at once (no RTP): memory per call."""
     out = {}
-    # Each anchored call holds four sockets (RTP and RTCP on both legs), in
-    # either SBC; a sandbox's hard open-files limit may allow fewer calls.
+    # An anchored call holds four sockets (RTP and RTCP on both legs) in either SBC;
+    # Palisade holds two when the peers use rtcp-mux (the calls here offer and answer
+    # it), so it reaches twice as many calls under a sandbox's hard open-files limit.
+    # rtpengine binds RTCP ports whatever the SDP says: the anchor keeps the plain flow.
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    n = min(args.concurrent, max(100, (hard - 2000) // 4))
-    if n < args.concurrent:
-        log(f"  the hard open-files limit ({hard}) allows about {n} anchored calls per process: "
-            f"measuring {n}, extrapolating to {args.concurrent}")
     for sbc in sbcs(args):
+        mux = isinstance(sbc, Palisade)
+        per_call_fds = 2 if mux else 4
+        n = min(args.concurrent, max(100, (hard - 400) // per_call_fds))
+        if n < args.concurrent:
+            log(f"  {sbc.name}: the hard open-files limit ({hard}) allows about {n} anchored calls "
+                f"({per_call_fds} sockets each): measuring {n}, extrapolating to {args.concurrent}")
         w = work / f"memory-{sbc.name}"
         w.mkdir(parents=True, exist_ok=True)
         rate = args.memory_rate
@@ -752,25 +769,28 @@ def mode_memory(args, work: Path) -> dict:
         try:
             time.sleep(0.5)
             idle = sum(proc_pss(p) for p in sbc.pids())
+            rss_idle = sum(proc_rss(p) for p in sbc.pids())
             sampler = MemSampler(sbc.pids)
             marks = {}
 
             def at_peak():
                 time.sleep(n / rate + 4)
                 marks["held"] = sum(proc_pss(p) for p in sbc.pids())
+                marks["rss"] = sum(proc_rss(p) for p in sbc.pids())
 
             th = threading.Thread(target=at_peak)
-            res = run_calls(sbc, w, pairs, rate, n, hold, on_running=th.start)
+            res = run_calls(sbc, w, pairs, rate, n, hold, on_running=th.start, mux=mux)
             th.join()
             peak = sampler.stop()
         finally:
             sbc.stop()
         held = marks.get("held", peak)
         out[sbc.name] = {"idle": idle, "held": held, "peak": peak, "calls": n,
+                         "rss": marks.get("rss", 0), "rss_idle": rss_idle, "mux": mux,
                          "per_call": (held - idle) / max(1, n), "result": res}
         log(f"  {sbc.name:20} {n} concurrent calls: idle {idle / 2**20:.1f} MiB, held "
-            f"{held / 2**20:.1f} MiB, {(held - idle) / max(1, n) / 1024:.1f} KiB/call, "
-            f"ok {res.successful} failed {res.failed}")
+            f"{held / 2**20:.1f} MiB (RSS {marks.get('rss', 0) / 2**20:.1f} MiB), "
+            f"{(held - idle) / max(1, n) / 1024:.1f} KiB/call, ok {res.successful} failed {res.failed}")
     return out
 
 
@@ -854,18 +874,22 @@ def report(args, calls=None, capacity=None, media=None, memory=None, relay=None)
                         f"**{ratio(a['added_per_mpkt'], anchor['added_per_mpkt']):.3f}** (target <= 0.5)."]
         out.append("")
     if memory:
-        n = next(iter(memory.values()))["calls"]
-        out += [f"### Memory: {n} concurrent anchored calls held (no RTP)", "",
-                f"| SBC | idle | with {n} calls | per call | {args.concurrent} calls (extrapolated) | failed calls |",
-                "|---|---|---|---|---|---|"]
+        out += [f"### Memory: concurrent anchored calls held (no RTP)", "",
+                f"| SBC | calls held | idle | with the calls (PSS) | RSS | per call | "
+                f"{args.concurrent} calls (extrapolated) | failed calls |",
+                "|---|---|---|---|---|---|---|---|"]
         for name, m in memory.items():
             ext = m["idle"] + m["per_call"] * args.concurrent
-            out.append(f"| {name} | {m['idle'] / 2**20:.1f} MiB | {m['held'] / 2**20:.1f} MiB | "
-                       f"{m['per_call'] / 1024:.1f} KiB | {ext / 2**20:.0f} MiB | {m['result'].failed} |")
-        if n < args.concurrent:
-            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-            out += ["", f"Measured with {n} calls: this machine's hard open-files limit is {hard} "
-                    "(4 sockets per anchored call), so the last column extrapolates."]
+            calls = f"{m['calls']}" + (" (rtcp-mux)" if m["mux"] else "")
+            out.append(f"| {name} | {calls} | {m['idle'] / 2**20:.1f} MiB | {m['held'] / 2**20:.1f} MiB | "
+                       f"{m['rss'] / 2**20:.1f} MiB | {m['per_call'] / 1024:.1f} KiB | "
+                       f"{ext / 2**20:.0f} MiB | {m['result'].failed} |")
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if any(m["calls"] < args.concurrent for m in memory.values()):
+            out += ["", f"This machine's hard open-files limit is {hard}: Palisade's calls offer and "
+                    "answer rtcp-mux (two sockets per call), the anchor's do not (rtpengine binds "
+                    "RTCP ports anyway: four), and each SBC holds what the limit allows; the "
+                    "extrapolated column is idle + per call x the target."]
         out.append("")
     if relay:
         out += ["### Relay ceiling (bench/media/run.sh)", "", "```", relay.strip(), "```", ""]

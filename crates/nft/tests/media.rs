@@ -11,14 +11,16 @@
 
 use std::io::Read as _;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use palisade_nft::media::{Direction, DirectionCounters, MediaOffload, MediaTableSpec};
 use palisade_nft::{Nft, Ports};
 use socket2::{Domain, Protocol, Socket, Type};
 
-const ENV: &str = "PALISADE_NFT_NETNS";
+mod support;
+
+use support::in_netns;
 const TABLE: &str = "pm_test";
 /// RTP payload length of every RTP-looking datagram sent.
 const RTP_LEN: usize = 172;
@@ -26,74 +28,6 @@ const RTP_LEN: usize = 172;
 const HIT: Duration = Duration::from_secs(1);
 /// How long to wait to believe nothing arrives.
 const MISS: Duration = Duration::from_millis(300);
-
-/// A namespace deleted on drop.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn require_tool(tool: &str, arg: &str) {
-    let ok = Command::new(tool)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "`{tool}` is missing or does not run: this test needs it"
-    );
-}
-
-/// Runs `body` in a fresh namespace (see the module docs).
-fn in_netns(test: &str, body: impl FnOnce()) {
-    if let Some(ns) = std::env::var_os(ENV) {
-        let out = Command::new("ip").args(["netns", "identify"]).output();
-        let here = String::from_utf8_lossy(&out.expect("ip netns identify").stdout)
-            .trim()
-            .to_owned();
-        assert_eq!(
-            here,
-            ns.to_string_lossy(),
-            "not inside the test's namespace"
-        );
-        body();
-        return;
-    }
-    require_tool("ip", "-V");
-    require_tool("nft", "--version");
-    let ns = Netns(format!("pmt-{}", std::process::id()));
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
-    let out = Command::new("ip").args(["netns", "add", &ns.0]).output();
-    let out = out.expect("ip netns add");
-    assert!(
-        out.status.success(),
-        "`ip netns add {}` failed (this test needs root): {}",
-        ns.0,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(std::env::current_exe().expect("current_exe"))
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ENV, &ns.0)
-        .output()
-        .expect("re-running the test in the namespace");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "{test} failed inside network namespace {}:\n{text}",
-        ns.0
-    );
-}
 
 /// Runs a command; panics unless it succeeds. Returns its stdout.
 fn run(cmd: &str, args: &[&str]) -> String {
@@ -256,6 +190,7 @@ fn dscp_to(cap: &Socket, dst: SocketAddr) -> u8 {
 fn media_table_forwards_rtp_keeps_rtcp_and_strangers_and_cleans_up() {
     in_netns(
         "media_table_forwards_rtp_keeps_rtcp_and_strangers_and_cleans_up",
+        "media",
         body,
     );
 }

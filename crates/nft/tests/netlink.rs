@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use palisade_nft::netlink::{Netlink, SetOp, Value, ValueKind};
 
-const ENV: &str = "PALISADE_NFT_NETNS";
+mod support;
+
+use support::in_netns;
 
 /// The table: the IPv4 part exactly as specified, and its IPv6 twin.
 const TABLE: &str = "\
@@ -45,81 +47,6 @@ table inet t {
   }
 }
 ";
-
-/// A namespace deleted on drop.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn require_tool(tool: &str, arg: &str) {
-    let ok = Command::new(tool)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "`{tool}` is missing or does not run: this test needs it"
-    );
-}
-
-/// Runs `body` in a fresh namespace (see the module docs); `test` is the
-/// test function's name, `tag` makes the namespace name unique.
-fn in_netns(test: &str, tag: &str, body: impl FnOnce()) {
-    if let Some(ns) = std::env::var_os(ENV) {
-        // Never run the body outside the namespace made for it.
-        let out = Command::new("ip")
-            .args(["netns", "identify"])
-            .output()
-            .expect("ip netns identify");
-        let here = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert_eq!(
-            here,
-            ns.to_string_lossy(),
-            "not inside the test's namespace"
-        );
-        body();
-        return;
-    }
-    require_tool("ip", "-V");
-    require_tool("nft", "--version");
-    let name = format!("pnl-{}-{tag}", std::process::id());
-    let _ = Command::new("ip").args(["netns", "del", &name]).output();
-    let out = Command::new("ip")
-        .args(["netns", "add", &name])
-        .output()
-        .expect("ip netns add");
-    assert!(
-        out.status.success(),
-        "`ip netns add {name}` failed (this test needs root): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ns = Netns(name);
-    let exe = std::env::current_exe().expect("current_exe");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(&exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ENV, &ns.0)
-        .output()
-        .expect("re-running the test in the namespace");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "{test} failed inside network namespace {}:\n{text}",
-        ns.0
-    );
-    drop(ns);
-}
 
 /// Runs a command in the current (test) namespace; panics unless it succeeds.
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> String {

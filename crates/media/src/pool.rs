@@ -265,6 +265,41 @@ mod tests {
         assert_eq!(p.allocate_for(0, t), Some((20000, true)));
     }
 
+    proptest::proptest! {
+        /// Whatever the order of allocations and releases (warm or cold,
+        /// any thread, any time), a port in use is never handed out again,
+        /// and every slot is in use, free or warm.
+        #[test]
+        fn a_port_is_never_given_twice(ops in proptest::collection::vec((0u8..3, 0usize..3, 0u64..20), 1..200)) {
+            let t0 = Instant::now();
+            let mut p = PortPool::new(&range(20000, 20019)).with_warm_cap(3);
+            let mut held: Vec<u16> = Vec::new();
+            let mut clock = 0u64;
+            for (op, lane, step) in ops {
+                clock += step;
+                let now = t0 + Duration::from_millis(clock * 250);
+                match op {
+                    0 => {
+                        if let Some((port, _)) = p.allocate_for(lane, now) {
+                            proptest::prop_assert!(!held.contains(&port), "{port} given twice");
+                            held.push(port);
+                        }
+                    }
+                    1 if !held.is_empty() => {
+                        let port = held.remove(step as usize % held.len());
+                        proptest::prop_assert!(p.release_warm(port, lane, now));
+                    }
+                    _ if !held.is_empty() => {
+                        let port = held.remove(step as usize % held.len());
+                        proptest::prop_assert!(p.release(port));
+                    }
+                    _ => {}
+                }
+                proptest::prop_assert_eq!(p.in_use(), held.len());
+            }
+        }
+    }
+
     #[test]
     fn release_is_fifo_and_idempotent() {
         let mut p = PortPool::new(&range(20000, 20007));

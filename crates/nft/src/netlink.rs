@@ -1156,6 +1156,39 @@ fn parse_setelem(
     Ok(())
 }
 
+/// Walks `data` as a kernel reply datagram the way [`Netlink::counters`]
+/// does (messages, then set elements of every key kind): never panics,
+/// whatever the bytes. Returns how many `ipv4 . port . ipv4 . port` elements
+/// with counters it decoded. For the fuzz target `nft_reply`.
+pub fn fuzz_reply(data: &[u8]) -> usize {
+    let mut out = Vec::new();
+    let mut v4_tuples = 0;
+    for m in Messages::new(data) {
+        let Ok(m) = m else {
+            break;
+        };
+        let _ = ack_errno(m.payload);
+        for kind in [
+            ValueKind::V4Port,
+            ValueKind::V6Port,
+            ValueKind::V4Tuple,
+            ValueKind::V6Tuple,
+            ValueKind::Mark,
+        ] {
+            out.clear();
+            if parse_setelem(m.payload, kind, &mut out).is_ok() {
+                for (v, _, _) in &out {
+                    assert_eq!(v.kind(), kind, "a decoded key has the asked kind");
+                }
+                if kind == ValueKind::V4Tuple {
+                    v4_tuples += out.len();
+                }
+            }
+        }
+    }
+    v4_tuples
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -358,6 +358,98 @@ mod tests {
         }
     }
 
+    #[derive(Debug, Default)]
+    struct Recorder {
+        applied: Vec<Vec<OffloadOp>>,
+        refuse: Option<OffloadStream>,
+    }
+
+    impl Offloader for std::sync::Arc<Mutex<Recorder>> {
+        fn apply(&mut self, ops: &[OffloadOp]) -> Result<(), String> {
+            let mut r = self.lock().unwrap();
+            if let Some(bad) = r.refuse
+                && ops
+                    .iter()
+                    .any(|o| matches!(o, OffloadOp::Add(s) if *s == bad))
+            {
+                return Err("refused".into());
+            }
+            r.applied.push(ops.to_vec());
+            Ok(())
+        }
+
+        fn counters(&mut self, _out: &mut Vec<FlowCounters>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn thread(rec: &std::sync::Arc<Mutex<Recorder>>) -> OffloadThread {
+        let (_tx, rx) = std::sync::mpsc::sync_channel(1);
+        OffloadThread {
+            cfg: OffloadConfig::default(),
+            offloader: Box::new(rec.clone()),
+            ops: rx,
+            lanes: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            counters: Arc::new(OffloadCounters::default()),
+        }
+    }
+
+    #[test]
+    fn a_batch_keeps_the_kernel_view_consistent_and_isolates_a_refused_op() {
+        let rec = std::sync::Arc::new(Mutex::new(Recorder::default()));
+        let mut t = thread(&rec);
+        let s1 = stream(
+            "127.0.0.10:4000",
+            "127.0.0.1:20000",
+            "127.0.0.20:5000",
+            "127.0.0.2:30000",
+        );
+        let s2 = stream(
+            "127.0.0.10:4002",
+            "127.0.0.1:20002",
+            "127.0.0.20:5002",
+            "127.0.0.2:30002",
+        );
+        let s3 = stream(
+            "127.0.0.10:4004",
+            "127.0.0.1:20004",
+            "127.0.0.20:5004",
+            "127.0.0.2:30004",
+        );
+        let msg = |op| OffloadMsg { lane: 0, op };
+        let mut installed = HashMap::new();
+        // A remove of what is not there is dropped; an add twice is one add;
+        // add-then-remove within the batch is kept in order.
+        let mut batch = vec![
+            msg(OffloadOp::Remove(s1)),
+            msg(OffloadOp::Add(s1)),
+            msg(OffloadOp::Add(s1)),
+            msg(OffloadOp::Add(s2)),
+            msg(OffloadOp::Remove(s2)),
+        ];
+        t.flush(&mut batch, &mut installed);
+        assert_eq!(
+            rec.lock().unwrap().applied,
+            vec![vec![
+                OffloadOp::Add(s1),
+                OffloadOp::Add(s2),
+                OffloadOp::Remove(s2)
+            ]]
+        );
+        assert_eq!(installed.len(), 1);
+        // One refused op does not hold back the others of its batch.
+        rec.lock().unwrap().refuse = Some(s3);
+        let mut batch = vec![msg(OffloadOp::Add(s3)), msg(OffloadOp::Remove(s1))];
+        t.flush(&mut batch, &mut installed);
+        assert!(installed.is_empty(), "s1 removed, s3 never installed");
+        assert_eq!(t.counters.failures.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            rec.lock().unwrap().applied.last(),
+            Some(&vec![OffloadOp::Remove(s1)])
+        );
+    }
+
     #[test]
     fn carries_one_family_and_routes_only_when_allowed() {
         let mut cfg = OffloadConfig::default();

@@ -722,23 +722,24 @@ fn msg_end(buf: &mut [u8], start: usize) -> Result<(), NftError> {
 }
 
 fn attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) -> Result<(), NftError> {
-    let len = u16::try_from(NLA_HDRLEN + data.len())
-        .map_err(|_| NftError::Invalid(format!("attribute {ty} too long")))?;
-    buf.extend_from_slice(&len.to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(data);
-    buf.resize(align4(buf.len()), 0);
-    Ok(())
+    attr_parts(buf, ty, &[data])
 }
 
 /// A NUL-terminated string attribute.
 fn attr_strz(buf: &mut Vec<u8>, ty: u16, s: &str) -> Result<(), NftError> {
-    let len = u16::try_from(NLA_HDRLEN + s.len() + 1)
+    attr_parts(buf, ty, &[s.as_bytes(), &[0]])
+}
+
+/// An attribute whose payload is `parts` one after the other, padded.
+fn attr_parts(buf: &mut Vec<u8>, ty: u16, parts: &[&[u8]]) -> Result<(), NftError> {
+    let data_len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u16::try_from(NLA_HDRLEN + data_len)
         .map_err(|_| NftError::Invalid(format!("attribute {ty} too long")))?;
     buf.extend_from_slice(&len.to_ne_bytes());
     buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(s.as_bytes());
-    buf.push(0);
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
     buf.resize(align4(buf.len()), 0);
     Ok(())
 }

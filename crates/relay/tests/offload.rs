@@ -207,29 +207,78 @@ fn key(pa: &str, la: &str, pb: &str, lb: &str) -> OffloadStream {
     }
 }
 
+/// Test `n`'s stream (session `n`): Palisade's ports 127.0.77.N:20000 (A)
+/// and :30000 (B), the peers 127.0.78.N:4000 and :5000.
+struct Pair {
+    id: u64,
+    la: String,
+    lb: String,
+    peer_a: String,
+    peer_b: String,
+    pa: UdpSocket,
+    pb: UdpSocket,
+}
+
+fn pair(n: u8) -> Pair {
+    let (peer_a, peer_b) = (format!("127.0.78.{n}:4000"), format!("127.0.78.{n}:5000"));
+    Pair {
+        id: u64::from(n),
+        la: format!("127.0.77.{n}:20000"),
+        lb: format!("127.0.77.{n}:30000"),
+        pa: peer(&peer_a),
+        pb: peer(&peer_b),
+        peer_a,
+        peer_b,
+    }
+}
+
+impl Pair {
+    /// B's endpoint as signalled in the Open.
+    fn b(&self) -> Endpoint {
+        endpoint(&self.lb, &self.peer_b)
+    }
+
+    /// Opens the session with A's endpoint and `b`.
+    fn open(&self, ctl: &RelayControl, b: Endpoint) {
+        ctl.send(Command::Open {
+            session: SessionId(self.id),
+            stream: 0,
+            a: endpoint(&self.la, &self.peer_a),
+            b,
+        })
+        .unwrap();
+    }
+
+    /// RTP both ways for `ms` (B's end: `pb`).
+    fn talk_with(&self, pb: &UdpSocket, ms: u64) -> usize {
+        talk(&self.pa, addr(&self.la), pb, addr(&self.lb), ms)
+    }
+
+    fn talk(&self, ms: u64) -> usize {
+        self.talk_with(&self.pb, ms)
+    }
+
+    /// The stream as the kernel would be given it, B's peer at `peer_b`.
+    fn key(&self, peer_b: &str) -> OffloadStream {
+        key(&self.peer_a, &self.la, peer_b, &self.lb)
+    }
+}
+
 #[test]
 fn plain_stream_is_handed_over_kept_alive_by_counters_and_taken_back_on_close() {
     let (_relay, ctl, rx, fake) = start(500);
-    let (la, lb) = ("127.0.77.201:20000", "127.0.77.201:30000");
-    let pa = peer("127.0.78.201:4000");
-    let pb = peer("127.0.78.201:5000");
-    ctl.send(Command::Open {
-        session: SessionId(1),
-        stream: 0,
-        a: endpoint(la, "127.0.78.201:4000"),
-        b: endpoint(lb, "127.0.78.201:5000"),
-    })
-    .unwrap();
-    let expect = key("127.0.78.201:4000", la, "127.0.78.201:5000", lb);
+    let p = pair(201);
+    p.open(&ctl, p.b());
+    let expect = p.key(&p.peer_b);
     // Not before AFTER_MS of RTP relayed in user space (checked when the
     // first 100 ms of talk took less than that, as they do unless the
     // machine stalls).
     let t = Instant::now();
-    assert!(talk(&pa, addr(la), &pb, addr(lb), 100) > 0);
+    assert!(p.talk(100) > 0);
     if t.elapsed() < Duration::from_millis(AFTER_MS - 50) {
         assert!(fake.ops().is_empty(), "too early: {:?}", fake.ops());
     }
-    talk(&pa, addr(la), &pb, addr(lb), AFTER_MS + 100);
+    p.talk(AFTER_MS + 100);
     wait_for("the Add", 1000, || {
         fake.ops() == vec![OffloadOp::Add(expect)]
     });
@@ -245,7 +294,7 @@ fn plain_stream_is_handed_over_kept_alive_by_counters_and_taken_back_on_close() 
         "kernel-forwarded media is media"
     );
     wait_for("the counters", 1000, || ctl.stats().packets_offloaded >= 80);
-    let Report::Closed { streams, .. } = closed(&ctl, &rx, 1) else {
+    let Report::Closed { streams, .. } = closed(&ctl, &rx, p.id) else {
         unreachable!()
     };
     // The removal reaches the kernel with the offload thread's next batch.
@@ -265,24 +314,16 @@ fn plain_stream_is_handed_over_kept_alive_by_counters_and_taken_back_on_close() 
 #[test]
 fn silent_kernel_counters_let_the_media_timeout_fire() {
     let (_relay, ctl, rx, fake) = start(400);
-    let (la, lb) = ("127.0.77.202:20000", "127.0.77.202:30000");
-    let pa = peer("127.0.78.202:4000");
-    let pb = peer("127.0.78.202:5000");
-    ctl.send(Command::Open {
-        session: SessionId(2),
-        stream: 0,
-        a: endpoint(la, "127.0.78.202:4000"),
-        b: endpoint(lb, "127.0.78.202:5000"),
-    })
-    .unwrap();
-    talk(&pa, addr(la), &pb, addr(lb), AFTER_MS + 200);
+    let p = pair(202);
+    p.open(&ctl, p.b());
+    p.talk(AFTER_MS + 200);
     wait_for("the Add", 1000, || !fake.ops().is_empty());
     let t0 = Instant::now();
     let r = rx.recv_timeout(Duration::from_secs(3)).unwrap();
     assert_eq!(
         r,
         Report::Timeout {
-            session: SessionId(2)
+            session: SessionId(p.id)
         }
     );
     assert!(
@@ -295,19 +336,11 @@ fn silent_kernel_counters_let_the_media_timeout_fire() {
 #[test]
 fn srtp_or_payload_rewrite_stays_in_user_space() {
     let (_relay, ctl, _rx, fake) = start(5000);
-    let (la, lb) = ("127.0.77.203:20000", "127.0.77.203:30000");
-    let pa = peer("127.0.78.203:4000");
-    let pb = peer("127.0.78.203:5000");
-    let mut b = endpoint(lb, "127.0.78.203:5000");
+    let p = pair(203);
+    let mut b = p.b();
     b.pt_map.push((0, 8));
-    ctl.send(Command::Open {
-        session: SessionId(3),
-        stream: 0,
-        a: endpoint(la, "127.0.78.203:4000"),
-        b,
-    })
-    .unwrap();
-    assert!(talk(&pa, addr(la), &pb, addr(lb), AFTER_MS + 200) > 5);
+    p.open(&ctl, b);
+    assert!(p.talk(AFTER_MS + 200) > 5);
     assert!(fake.ops().is_empty(), "{:?}", fake.ops());
     assert_eq!(ctl.stats().streams_offloaded, 0);
 }
@@ -315,57 +348,37 @@ fn srtp_or_payload_rewrite_stays_in_user_space() {
 #[test]
 fn new_signalling_takes_the_stream_back_and_it_qualifies_again() {
     let (_relay, ctl, _rx, fake) = start(5000);
-    let (la, lb) = ("127.0.77.204:20000", "127.0.77.204:30000");
-    let pa = peer("127.0.78.204:4000");
-    let pb = peer("127.0.78.204:5000");
+    let p = pair(204);
     let pb2 = peer("127.0.78.204:5002");
-    ctl.send(Command::Open {
-        session: SessionId(4),
-        stream: 0,
-        a: endpoint(la, "127.0.78.204:4000"),
-        b: endpoint(lb, "127.0.78.204:5000"),
-    })
-    .unwrap();
-    let first = key("127.0.78.204:4000", la, "127.0.78.204:5000", lb);
-    talk(&pa, addr(la), &pb, addr(lb), AFTER_MS + 200);
+    p.open(&ctl, p.b());
+    let first = p.key(&p.peer_b);
+    p.talk(AFTER_MS + 200);
     wait_for("the Add", 1000, || {
         fake.ops() == vec![OffloadOp::Add(first)]
     });
     // A re-INVITE moves B to another port.
     ctl.send(Command::Update {
-        session: SessionId(4),
+        session: SessionId(p.id),
         stream: 0,
         side: Side::B,
-        endpoint: endpoint(lb, "127.0.78.204:5002"),
+        endpoint: endpoint(&p.lb, "127.0.78.204:5002"),
     })
     .unwrap();
     wait_for("the Remove", 1000, || fake.ops().len() == 2);
     assert_eq!(fake.ops()[1], OffloadOp::Remove(first));
-    talk(&pa, addr(la), &pb2, addr(lb), AFTER_MS + 200);
-    let second = key("127.0.78.204:4000", la, "127.0.78.204:5002", lb);
+    p.talk_with(&pb2, AFTER_MS + 200);
     wait_for("the new Add", 1000, || fake.ops().len() == 3);
-    assert_eq!(fake.ops()[2], OffloadOp::Add(second));
+    assert_eq!(fake.ops()[2], OffloadOp::Add(p.key("127.0.78.204:5002")));
 }
 
 #[test]
 fn a_refusing_kernel_is_counted_and_media_keeps_flowing() {
     let (_relay, ctl, _rx, fake) = start(5000);
     fake.0.lock().unwrap().fail = true;
-    let (la, lb) = ("127.0.77.205:20000", "127.0.77.205:30000");
-    let pa = peer("127.0.78.205:4000");
-    let pb = peer("127.0.78.205:5000");
-    ctl.send(Command::Open {
-        session: SessionId(5),
-        stream: 0,
-        a: endpoint(la, "127.0.78.205:4000"),
-        b: endpoint(lb, "127.0.78.205:5000"),
-    })
-    .unwrap();
-    talk(&pa, addr(la), &pb, addr(lb), AFTER_MS + 200);
+    let p = pair(205);
+    p.open(&ctl, p.b());
+    p.talk(AFTER_MS + 200);
     wait_for("the failure", 1000, || ctl.stats().offload_failures > 0);
     assert!(ctl.take_offload_error().is_some_and(|e| e == "refused"));
-    assert!(
-        talk(&pa, addr(la), &pb, addr(lb), 200) > 5,
-        "user space relays on"
-    );
+    assert!(p.talk(200) > 5, "user space relays on");
 }

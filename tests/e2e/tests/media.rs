@@ -52,6 +52,30 @@ fn flows(pkts: &[Packet]) -> BTreeMap<(Ipv4Addr, Ipv4Addr), usize> {
     m
 }
 
+/// Asserts every captured RTP/RTCP packet is on an anchored path (a peer
+/// and Palisade's media address of its zone, within the zone's range);
+/// returns the packets per (src, dst).
+fn assert_anchored(
+    net: palisade_e2e::Net,
+    pkts: &[Packet],
+) -> BTreeMap<(Ipv4Addr, Ipv4Addr), usize> {
+    let (pbx_ip, carrier_ip) = (net.pbx_ip(), net.carrier_primary_ip());
+    let (inside, outside) = (net.inside_ip(), net.outside_ip());
+    let by_flow = flows(pkts);
+    eprintln!("tshark RTP/RTCP flows (src, dst) -> packets: {by_flow:?}");
+    for p in pkts {
+        let ok = (p.src == pbx_ip && p.dst == inside && INSIDE_MEDIA.contains(&p.dst_port))
+            || (p.src == inside && p.dst == pbx_ip && INSIDE_MEDIA.contains(&p.src_port))
+            || (p.src == outside && p.dst == carrier_ip && OUTSIDE_MEDIA.contains(&p.src_port))
+            || (p.src == carrier_ip && p.dst == outside && OUTSIDE_MEDIA.contains(&p.dst_port));
+        assert!(
+            ok,
+            "media outside the anchored paths: {p:?}\nall flows: {by_flow:?}"
+        );
+    }
+    by_flow
+}
+
 #[test]
 fn sipp_rtp_flows_only_through_palisades_media_addresses() {
     let lab = Lab::start(Slot::MediaRtpPath);
@@ -70,18 +94,7 @@ fn sipp_rtp_flows_only_through_palisades_media_addresses() {
 
     let (pbx_ip, carrier_ip) = (net.pbx_ip(), net.carrier_primary_ip());
     let (inside, outside) = (net.inside_ip(), net.outside_ip());
-    let by_flow = flows(&pkts);
-    eprintln!("tshark RTP/RTCP flows (src, dst) -> packets: {by_flow:?}");
-    for p in &pkts {
-        let ok = (p.src == pbx_ip && p.dst == inside && INSIDE_MEDIA.contains(&p.dst_port))
-            || (p.src == inside && p.dst == pbx_ip && INSIDE_MEDIA.contains(&p.src_port))
-            || (p.src == outside && p.dst == carrier_ip && OUTSIDE_MEDIA.contains(&p.src_port))
-            || (p.src == carrier_ip && p.dst == outside && OUTSIDE_MEDIA.contains(&p.dst_port));
-        assert!(
-            ok,
-            "media outside the anchored paths: {p:?}\nall flows: {by_flow:?}"
-        );
-    }
+    let by_flow = assert_anchored(net, &pkts);
     // The tone (2 s, 50 packets/s) reached the carrier and its echo came back.
     for (flow, what) in [
         ((pbx_ip, inside), "PBX -> inside media"),
@@ -575,13 +588,8 @@ fn kernel_forwarding_carries_plain_rtp_and_leaves_nothing_behind() {
         // back, on the anchored addresses only, marked EF by the kernel too.
         let (pbx_ip, carrier_ip) = (net.pbx_ip(), net.carrier_primary_ip());
         let (inside, outside) = (net.inside_ip(), net.outside_ip());
-        let by_flow = flows(&pkts);
+        let by_flow = assert_anchored(net, &pkts);
         for p in &pkts {
-            let ok = (p.src == pbx_ip && p.dst == inside && INSIDE_MEDIA.contains(&p.dst_port))
-                || (p.src == inside && p.dst == pbx_ip && INSIDE_MEDIA.contains(&p.src_port))
-                || (p.src == outside && p.dst == carrier_ip && OUTSIDE_MEDIA.contains(&p.src_port))
-                || (p.src == carrier_ip && p.dst == outside && OUTSIDE_MEDIA.contains(&p.dst_port));
-            assert!(ok, "media outside the anchored paths: {p:?}\n{by_flow:?}");
             if p.src == inside || p.src == outside {
                 assert_eq!(p.dscp, 46, "not EF: {p:?}");
             }

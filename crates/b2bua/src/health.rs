@@ -644,7 +644,7 @@ mod tests {
     /// The whole cycle on a virtual clock: probes every interval, down after
     /// three silent probes, skipped by routing, up again after two answers.
     #[test]
-    fn hysteresis_and_skipping_on_a_virtual_clock() {
+    fn hysteresis_and_passing_over_down_targets_on_a_virtual_clock() {
         let mut h = Health::new(&cfg(PROBING, TWO_IPS));
         let t0 = Instant::now();
         // Unscheduled probes are due at the engine's first `now`.

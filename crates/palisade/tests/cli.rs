@@ -319,7 +319,7 @@ fn recv(sock: &UdpSocket, wait: Duration) -> Option<(String, SocketAddr)> {
 }
 
 /// Receives until a message whose first line starts with `start` arrives
-/// (skipping 100 Trying, retransmissions...), within `wait`.
+/// (past 100 Trying, retransmissions...), within `wait`.
 fn recv_until(sock: &UdpSocket, start: &str, wait: Duration) -> (String, SocketAddr) {
     let deadline = now() + wait;
     loop {

@@ -13,7 +13,7 @@ use palisade_sip::{
     reason_phrase, salvage_request,
 };
 use palisade_transaction::{
-    ClientInvite, ClientKey, ClientNonInvite, Event as TxnEvent, Machine, MethodClass,
+    ClientInvite, ClientKey, ClientNonInvite, Event as TxnEvent, IdHasher, Machine, MethodClass,
     ServerInvite, ServerKey, ServerNonInvite, TimerConfig, TimerQueue, Uas2xxRetransmitter,
     is_rfc3261_branch,
 };
@@ -159,12 +159,12 @@ pub struct Engine {
     timers_cfg: TimerConfig,
     ids: IdGen,
     stages: HashMap<TrunkId, Vec<Box<dyn Stage>>>,
-    calls: HashMap<CallRef, Call>,
+    calls: HashMap<CallRef, Box<Call>, IdHasher>,
     /// Call-ID → (our tag on that leg, call, side).
     dialogs: HashMap<String, DialogEntries>,
-    server: HashMap<TxnId, ServerTxn>,
+    server: HashMap<TxnId, Box<ServerTxn>, IdHasher>,
     server_keys: HashMap<ServerKey, TxnId>,
-    client: HashMap<TxnId, ClientTxn>,
+    client: HashMap<TxnId, Box<ClientTxn>, IdHasher>,
     client_keys: HashMap<ClientKey, TxnId>,
     timers: TimerQueue<TimerKey>,
     transmits: VecDeque<Transmit>,
@@ -262,11 +262,11 @@ impl Engine {
             cfg,
             ids,
             stages: HashMap::new(),
-            calls: HashMap::new(),
+            calls: HashMap::default(),
             dialogs: HashMap::new(),
-            server: HashMap::new(),
+            server: HashMap::default(),
             server_keys: HashMap::new(),
-            client: HashMap::new(),
+            client: HashMap::default(),
             client_keys: HashMap::new(),
             timers: TimerQueue::new(),
             transmits: VecDeque::new(),
@@ -696,7 +696,7 @@ impl Engine {
         self.server_keys.insert(key.clone(), id);
         self.server.insert(
             id,
-            ServerTxn {
+            Box::new(ServerTxn {
                 key,
                 machine,
                 request,
@@ -704,7 +704,7 @@ impl Engine {
                 to_tag,
                 call,
                 finished: false,
-            },
+            }),
         );
         id
     }
@@ -856,7 +856,7 @@ impl Engine {
         self.client_keys.insert(key.clone(), id);
         self.client.insert(
             id,
-            ClientTxn {
+            Box::new(ClientTxn {
                 key,
                 machine,
                 request,
@@ -865,7 +865,7 @@ impl Engine {
                 purpose,
                 settled: false,
                 cancelled: false,
-            },
+            }),
         );
         if let Some((c, _)) = call
             && let Some(call) = self.calls.get_mut(&c)
@@ -1490,7 +1490,7 @@ impl Engine {
         self.register_dialog(&b_call_id, &b_local_tag, call_ref, Side::B);
         self.calls.insert(
             call_ref,
-            Call {
+            Box::new(Call {
                 cfg: Arc::clone(&cfg),
                 state: CallState::Early,
                 a,
@@ -1515,7 +1515,7 @@ impl Engine {
                 outstanding: 0,
                 end_reason: None,
                 cancelled: false,
-            },
+            }),
         );
         self.stats.calls_started += 1;
         self.respond(now, server, 100, |_| {});

@@ -3,7 +3,7 @@
 
 use crate::error::DecodeError;
 use crate::method::Method;
-use crate::params::{Params, is_lws, quoted_end, trim_lws};
+use crate::params::{FindByte, Params, is_lws, quoted_end, trim_lws};
 use crate::uri::{Host, Uri};
 
 /// One Via header value (RFC 3261 section 20.42).
@@ -19,18 +19,20 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// Via parameters (`branch`, `received`, `rport`, `maddr`, `ttl`...).
     pub params: Params<'a>,
+    /// The `branch` parameter's value, looked up once by [`Via::parse`].
+    branch: Option<&'a str>,
 }
 
 impl<'a> Via<'a> {
     /// Parses `SIP/2.0/UDP host:port;params`, whitespace tolerated around `/`.
     pub fn parse(s: &'a str) -> Result<Via<'a>, DecodeError> {
-        let mut parts = s.splitn(3, '/');
-        let name = parts.next().map(trim_lws).unwrap_or("");
-        let version = parts.next().map(trim_lws).unwrap_or("");
-        let rest = parts
-            .next()
-            .map(trim_lws)
+        let (name, after_name) = s
+            .split_once_b(b'/')
             .ok_or(DecodeError::new("Via lacks protocol", 0))?;
+        let (version, rest) = after_name
+            .split_once_b(b'/')
+            .ok_or(DecodeError::new("Via lacks protocol", 0))?;
+        let (name, version, rest) = (trim_lws(name), trim_lws(version), trim_lws(rest));
         if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
             return Err(DecodeError::new("Via protocol is not SIP/2.0", 0));
         }
@@ -47,7 +49,7 @@ impl<'a> Via<'a> {
         // sent-by = host [ SWS ":" SWS port ]
         let host_end = if after.starts_with('[') {
             after
-                .find(']')
+                .find_b(b']')
                 .map(|i| i + 1)
                 .ok_or(DecodeError::new("unterminated IPv6 reference", base))?
         } else {
@@ -82,9 +84,8 @@ impl<'a> Via<'a> {
             }
         };
         let params = Params::new(params);
-        if let Some(Some(b)) = params.get("branch")
-            && b.is_empty()
-        {
+        let branch = params.get("branch").flatten();
+        if branch.is_some_and(str::is_empty) {
             return Err(DecodeError::new("empty Via branch", 0));
         }
         Ok(Via {
@@ -93,12 +94,13 @@ impl<'a> Via<'a> {
             host_raw,
             port,
             params,
+            branch,
         })
     }
 
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.get("branch").flatten()
+        self.branch
     }
 
     /// The `received` parameter.
@@ -141,14 +143,14 @@ impl<'a> NameAddr<'a> {
                 quoted_end(b).ok_or(DecodeError::new("unterminated quoted display name", 0))?;
             let rest = &s[end..];
             let lt = rest
-                .find('<')
+                .find_b(b'<')
                 .ok_or(DecodeError::new("display name without <uri>", end))?;
             if !trim_lws(&rest[..lt]).is_empty() {
                 return Err(DecodeError::new("junk between display name and <uri>", end));
             }
             (Some(&s[..end]), Some(end + lt))
         } else {
-            match s.find('<') {
+            match s.find_b(b'<') {
                 Some(lt) => {
                     let name = trim_lws(&s[..lt]);
                     // Unquoted display names are tokens and spaces only.
@@ -165,7 +167,7 @@ impl<'a> NameAddr<'a> {
         };
         if let Some(lt) = open {
             let gt = s[lt..]
-                .find('>')
+                .find_b(b'>')
                 .map(|i| lt + i)
                 .ok_or(DecodeError::new("unterminated <uri>", lt))?;
             let uri_str = &s[lt + 1..gt];
@@ -185,7 +187,7 @@ impl<'a> NameAddr<'a> {
             });
         }
         // addr-spec: every ';' parameter belongs to the header (RFC 3261 20.10).
-        let (uri_str, params) = match s.split_once(';') {
+        let (uri_str, params) = match s.split_once_b(b';') {
             Some((u, p)) => (trim_lws(u), p),
             None => (s, ""),
         };

@@ -53,14 +53,21 @@ pub(crate) struct HeaderLines<'a> {
     buf: &'a [u8],
     pos: usize,
     end: usize,
+    /// Whether a NUL may be in `buf[start..end]` (one scan up front spares
+    /// one per line in the usual case of none).
+    may_hold_nul: bool,
 }
 
 impl<'a> HeaderLines<'a> {
     pub(crate) fn new(buf: &'a [u8], start: usize, end: usize) -> Self {
+        let may_hold_nul = buf
+            .get(start..end)
+            .is_some_and(|region| memchr::memchr(0, region).is_some());
         Self {
             buf,
             pos: start,
             end,
+            may_hold_nul,
         }
     }
 
@@ -115,7 +122,9 @@ impl Iterator for HeaderLines<'_> {
         }
         self.pos = line_end;
         let line = &self.buf[start..line_end];
-        if let Some(rel) = memchr::memchr(0, line) {
+        if self.may_hold_nul
+            && let Some(rel) = memchr::memchr(0, line)
+        {
             return Some(Err(LineError::Nul(start + rel)));
         }
         let Some(colon) = memchr::memchr(b':', line) else {

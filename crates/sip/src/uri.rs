@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::error::DecodeError;
-use crate::params::Params;
+use crate::params::{FindByte, Params};
 
 /// The host part of a SIP URI or Via sent-by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ impl fmt::Display for Host<'_> {
 pub(crate) fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), DecodeError> {
     let (host, port) = if s.starts_with('[') {
         let close = s
-            .find(']')
+            .find_b(b']')
             .ok_or(DecodeError::new("unterminated IPv6 reference", 0))?;
         let rest = &s[close + 1..];
         let port = match rest.strip_prefix(':') {
@@ -83,7 +83,7 @@ pub(crate) fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), DecodeE
         };
         (&s[..=close], port)
     } else {
-        match s.split_once(':') {
+        match s.split_once_b(b':') {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         }
@@ -167,7 +167,7 @@ impl<'a> Uri<'a> {
             ));
         }
         let colon = s
-            .find(':')
+            .find_b(b':')
             .ok_or(DecodeError::new("URI has no scheme", 0))?;
         let scheme = &s[..colon];
         let rest = &s[colon + 1..];
@@ -215,14 +215,14 @@ impl<'a> Uri<'a> {
 
 fn parse_sip(scheme: SipScheme, s: &str, base: usize) -> Result<SipUri<'_>, DecodeError> {
     let rebase = |e: DecodeError, off: usize| DecodeError::new(e.what, base + off + e.at);
-    let (userinfo, hostpart, hp_off) = match s.find('@') {
+    let (userinfo, hostpart, hp_off) = match s.find_b(b'@') {
         Some(at) => (Some(&s[..at]), &s[at + 1..], at + 1),
         None => (None, s, 0),
     };
     let (user, password) = match userinfo {
         None => (None, None),
         Some("") => return Err(DecodeError::new("empty user part", base)),
-        Some(ui) => match ui.split_once(':') {
+        Some(ui) => match ui.split_once_b(b':') {
             Some((u, p)) => (Some(u), Some(p)),
             None => (Some(ui), None),
         },
@@ -234,15 +234,15 @@ fn parse_sip(scheme: SipScheme, s: &str, base: usize) -> Result<SipUri<'_>, Deco
     {
         return Err(DecodeError::new("invalid character in user part", base + i));
     }
-    let (before_headers, headers) = match hostpart.split_once('?') {
+    let (before_headers, headers) = match hostpart.split_once_b(b'?') {
         Some((a, h)) => (a, Some(h)),
         None => (hostpart, None),
     };
-    let (hostport, params) = match before_headers.split_once(';') {
+    let (hostport, params) = match before_headers.split_once_b(b';') {
         Some((hp, p)) => (hp, p),
         None => (before_headers, ""),
     };
-    if hostport.contains('@') {
+    if hostport.contains_b(b'@') {
         return Err(DecodeError::new("'@' in host part", base + hp_off));
     }
     let (host, port) = parse_hostport(hostport).map_err(|e| rebase(e, hp_off))?;
@@ -251,7 +251,7 @@ fn parse_sip(scheme: SipScheme, s: &str, base: usize) -> Result<SipUri<'_>, Deco
         user,
         password,
         host,
-        host_raw: match hostport.rfind(':') {
+        host_raw: match hostport.rfind_b(b':') {
             Some(i) if !hostport.ends_with(']') => &hostport[..i],
             _ => hostport,
         },
@@ -262,7 +262,7 @@ fn parse_sip(scheme: SipScheme, s: &str, base: usize) -> Result<SipUri<'_>, Deco
 }
 
 fn parse_tel(s: &str, base: usize) -> Result<TelUri<'_>, DecodeError> {
-    let (number, params) = match s.split_once(';') {
+    let (number, params) = match s.split_once_b(b';') {
         Some((n, p)) => (n, p),
         None => (s, ""),
     };

@@ -73,6 +73,12 @@ pub use key::{ClientKey, MAGIC_COOKIE, MethodClass, ServerKey, is_rfc3261_branch
 pub use server_invite::{ServerInvite, ServerInviteState};
 pub use server_non_invite::{ServerNonInvite, ServerNonInviteState};
 pub use timer_queue::{PopExpired, TimerQueue};
+
+/// The hasher for maps keyed by ids the engine generates itself (transaction
+/// and call ids, timer keys): foldhash, fixed seed, several times cheaper than
+/// std's SipHash. Never for keys a peer chooses (branches, Call-IDs, tags):
+/// those keep SipHash's random seed against hash flooding.
+pub type IdHasher = foldhash::fast::FixedState;
 pub use uas_2xx::{Uas2xxRetransmitter, Uas2xxState};
 
 #[cfg(any(test, feature = "fuzzing"))]

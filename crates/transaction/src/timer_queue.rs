@@ -34,6 +34,8 @@ const COMPACT_SLACK: usize = 64;
 ///
 /// Keys are cloned once per schedule (one copy in the heap, one in the map):
 /// use a cheap key such as a slab index or `u64` id, not a [`crate::ServerKey`].
+/// Keys are hashed with [`crate::IdHasher`] (fast, fixed seed): they must be
+/// ids the engine generates, never values a peer chooses.
 ///
 /// Written by hand because it is small and must be clock-injected; crates
 /// like `tokio-util`'s `DelayQueue` own the clock. A hierarchical timing
@@ -42,7 +44,7 @@ const COMPACT_SLACK: usize = 64;
 #[derive(Debug)]
 pub struct TimerQueue<K> {
     heap: BinaryHeap<Reverse<HeapEntry<K>>>,
-    live: HashMap<K, (u64, Instant)>,
+    live: HashMap<K, (u64, Instant), crate::IdHasher>,
     next_generation: u64,
 }
 
@@ -83,7 +85,7 @@ impl<K: Hash + Eq + Clone> TimerQueue<K> {
     pub fn new() -> Self {
         TimerQueue {
             heap: BinaryHeap::new(),
-            live: HashMap::new(),
+            live: HashMap::default(),
             next_generation: 0,
         }
     }
@@ -92,7 +94,7 @@ impl<K: Hash + Eq + Clone> TimerQueue<K> {
     pub fn with_capacity(capacity: usize) -> Self {
         TimerQueue {
             heap: BinaryHeap::with_capacity(capacity),
-            live: HashMap::with_capacity(capacity),
+            live: HashMap::with_capacity_and_hasher(capacity, crate::IdHasher::default()),
             next_generation: 0,
         }
     }

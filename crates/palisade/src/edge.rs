@@ -12,12 +12,9 @@ use palisade_store::{Store, StoredBinding};
 use tracing::{info, warn};
 
 /// Seconds since the Unix epoch: bindings are stored with wall-clock
-/// expiry so they mean something after a restart. The one wall-clock read.
-#[allow(clippy::disallowed_methods)]
+/// expiry so they mean something after a restart.
 pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::unix_time().as_secs()
 }
 
 /// Opens the registrar's store (if configured) and loads its bindings into

@@ -59,16 +59,26 @@ pub fn init(cfg: &Logging) -> Result<LogControl, AppError> {
         _ => (from_config()?, false),
     };
     let (filter, handle) = reload::Layer::new(filter);
-    let (text, json) = match cfg.format {
+    let terminal = std::io::stderr().is_terminal();
+    let (tty, text, json) = match cfg.format {
+        // On a terminal, tracing-subscriber's own format with colours.
+        LogFormat::Text if terminal => (
+            Some(fmt::layer().with_writer(BatchedStderr).with_ansi(true)),
+            None,
+            None,
+        ),
+        // Elsewhere the same text, written by the leaner `LineFormat`.
         LogFormat::Text => (
+            None,
             Some(
                 fmt::layer()
-                    .with_writer(BatchedStderr)
-                    .with_ansi(std::io::stderr().is_terminal()),
+                    .event_format(crate::log_line::LineFormat)
+                    .with_writer(BatchedStderr),
             ),
             None,
         ),
         LogFormat::Json => (
+            None,
             None,
             Some(
                 fmt::layer()
@@ -82,6 +92,7 @@ pub fn init(cfg: &Logging) -> Result<LogControl, AppError> {
     };
     tracing_subscriber::registry()
         .with(filter)
+        .with(tty)
         .with(text)
         .with(json)
         .try_init()

@@ -57,10 +57,9 @@ impl std::fmt::Display for CallRef {
 
 /// Writes `host` for a URI or Via: IPv6 in brackets.
 pub(crate) fn host_str(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    }
+    let mut out = String::with_capacity(41);
+    palisade_sip::push_ip(&mut out, ip, true);
+    out
 }
 
 /// Our listening port on `zone` for `transport`.

@@ -1231,8 +1231,11 @@ fn drop_media_attr(name: &str) -> bool {
 /// Writes an SDP for one leg: `base` supplies the session lines and each
 /// stream's lines, `outs` what Palisade decided per stream.
 fn build(base: &Sdp, media: &[Media], addr: IpAddr, outs: &[OutStream]) -> Sdp {
-    let atype = if addr.is_ipv4() { "IP4" } else { "IP6" };
-    let conn = Line::new(b'c', format!("IN {atype} {addr}"));
+    let atype = if addr.is_ipv4() { "IN IP4 " } else { "IN IP6 " };
+    let mut conn = String::with_capacity(48);
+    conn.push_str(atype);
+    palisade_sip::push_ip(&mut conn, addr, false);
+    let conn = Line::new(b'c', conn);
     let mut session: Vec<Line> = Vec::with_capacity(base.session.len() + 1);
     let mut wrote_c = false;
     for l in &base.session {
@@ -1327,27 +1330,71 @@ fn build(base: &Sdp, media: &[Media], addr: IpAddr, outs: &[OutStream]) -> Sdp {
 }
 
 /// Writes the leg's `o=` line: its session id, and a version that goes up
-/// whenever what Palisade sends on the leg changes.
+/// whenever what Palisade sends on the leg changes. The body is serialized
+/// once, with version 0 for the comparison; the sent body is that text with
+/// the version spliced into its `o=` line.
 fn stamp(leg: &mut LegState, mut sdp: Sdp, addr: IpAddr) -> Bytes {
-    let atype = if addr.is_ipv4() { "IP4" } else { "IP6" };
-    let mut origin = |version: u64| {
-        for l in &mut sdp.session {
-            if l.kind == b'o' {
-                l.value = format!("- {} {version} IN {atype} {addr}", leg.sess_id);
-            }
-        }
+    use std::fmt::Write as _;
+    let origin = |version: u64| {
+        let mut o = String::with_capacity(80);
+        // Writing to a String cannot fail.
+        let _ = write!(o, "- {} {version} IN ", leg.sess_id);
+        o.push_str(if addr.is_ipv4() { "IP4 " } else { "IP6 " });
+        palisade_sip::push_ip(&mut o, addr, false);
+        o
     };
-    origin(0);
+    let unversioned = origin(0);
+    for l in &mut sdp.session {
+        if l.kind == b'o' {
+            l.value.clone_from(&unversioned);
+        }
+    }
     let without = sdp.to_bytes();
     if leg.last.as_ref() != Some(&without) {
         leg.version += 1;
-        leg.last = Some(without);
+        leg.last = Some(without.clone());
     }
-    let version = leg.version;
-    for l in &mut sdp.session {
-        if l.kind == b'o' {
-            l.value = format!("- {} {version} IN {atype} {addr}", leg.sess_id);
+    splice_origin(&without, &unversioned, &origin(leg.version))
+}
+
+/// `body` with every `o=<from>` line (a whole line) written `o=<to>`.
+fn splice_origin(body: &Bytes, from: &str, to: &str) -> Bytes {
+    let line = format!("o={from}\r\n");
+    let mut out = Vec::with_capacity(body.len() + to.len());
+    let mut at = 0;
+    for i in memchr::memmem::find_iter(body, line.as_bytes()) {
+        if i > 0 && body.get(i - 1) != Some(&b'\n') {
+            continue;
         }
+        out.extend_from_slice(body.get(at..i).unwrap_or_default());
+        out.extend_from_slice(b"o=");
+        out.extend_from_slice(to.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        at = i + line.len();
     }
-    sdp.to_bytes()
+    out.extend_from_slice(body.get(at..).unwrap_or_default());
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod splice_tests {
+    use super::splice_origin;
+    use bytes::Bytes;
+
+    #[test]
+    fn only_whole_origin_lines_change() {
+        let from = "- 7 0 IN IP4 192.0.2.1";
+        let body = Bytes::from(format!(
+            "v=0\r\no={from}\r\ns=-\r\na=note:o={from}\r\nm=audio 4000 RTP/AVP 0\r\n"
+        ));
+        let out = splice_origin(&body, from, "- 7 3 IN IP4 192.0.2.1");
+        assert_eq!(
+            out,
+            Bytes::from(format!(
+                "v=0\r\no=- 7 3 IN IP4 192.0.2.1\r\ns=-\r\na=note:o={from}\r\nm=audio 4000 RTP/AVP 0\r\n"
+            ))
+        );
+        let none = Bytes::from_static(b"v=0\r\ns=-\r\n");
+        assert_eq!(splice_origin(&none, from, "x"), none);
+    }
 }

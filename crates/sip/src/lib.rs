@@ -88,4 +88,4 @@ pub use name::HeaderName;
 pub use params::{Params, split_list, unquote};
 pub use reason::reason_phrase;
 pub use uri::{Host, SipScheme, SipUri, TelUri, Uri};
-pub use write::{Editor, MessageWriter, Salvaged, salvage_request};
+pub use write::{Editor, MessageWriter, Salvaged, push_ip, salvage_request};

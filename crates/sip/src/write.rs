@@ -613,3 +613,62 @@ fn trim_bytes(b: &[u8]) -> &[u8] {
         .map_or(s, |i| i + 1);
     &b[s..e.max(s)]
 }
+
+/// Appends `ip` as it goes into a SIP or SDP host: dotted quad, or an IPv6
+/// address in brackets when `bracket_v6`. Same text as `Display`, without
+/// the formatting machinery for IPv4 (several times cheaper; addresses are
+/// written into every message and SDP body Palisade builds).
+pub fn push_ip(out: &mut String, ip: std::net::IpAddr, bracket_v6: bool) {
+    use std::fmt::Write as _;
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for (i, octet) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u8(out, octet);
+            }
+        }
+        // Writing to a String cannot fail.
+        std::net::IpAddr::V6(a) if bracket_v6 => {
+            let _ = write!(out, "[{a}]");
+        }
+        std::net::IpAddr::V6(a) => {
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
+fn push_u8(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        out.push(char::from(b'0' + n / 10 % 10));
+    }
+    out.push(char::from(b'0' + n % 10));
+}
+
+#[cfg(test)]
+mod push_ip_tests {
+    use super::push_ip;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn same_text_as_display() {
+        for a in [0u8, 1, 9, 10, 99, 100, 199, 255] {
+            for b in [0u8, 7, 42, 250] {
+                let ip = IpAddr::V4(Ipv4Addr::new(a, b, 255 - a, b / 2));
+                let mut s = String::new();
+                push_ip(&mut s, ip, true);
+                assert_eq!(s, ip.to_string());
+            }
+        }
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        let (mut bare, mut bracketed) = (String::new(), String::new());
+        push_ip(&mut bare, v6, false);
+        push_ip(&mut bracketed, v6, true);
+        assert_eq!(bare, "2001:db8::1");
+        assert_eq!(bracketed, "[2001:db8::1]");
+    }
+}

@@ -1359,20 +1359,25 @@ fn stamp(leg: &mut LegState, mut sdp: Sdp, addr: IpAddr) -> Bytes {
 
 /// `body` with every `o=<from>` line (a whole line) written `o=<to>`.
 fn splice_origin(body: &Bytes, from: &str, to: &str) -> Bytes {
-    let line = format!("o={from}\r\n");
     let mut out = Vec::with_capacity(body.len() + to.len());
     let mut at = 0;
-    for i in memchr::memmem::find_iter(body, line.as_bytes()) {
-        if i > 0 && body.get(i - 1) != Some(&b'\n') {
-            continue;
+    while at < body.len() {
+        let end = memchr::memchr(b'\n', body.get(at..).unwrap_or_default())
+            .map_or(body.len(), |i| at + i + 1);
+        let line = body.get(at..end).unwrap_or_default();
+        let is_from = line
+            .strip_prefix(b"o=")
+            .and_then(|l| l.strip_suffix(b"\r\n"))
+            .is_some_and(|l| l == from.as_bytes());
+        if is_from {
+            out.extend_from_slice(b"o=");
+            out.extend_from_slice(to.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(line);
         }
-        out.extend_from_slice(body.get(at..i).unwrap_or_default());
-        out.extend_from_slice(b"o=");
-        out.extend_from_slice(to.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        at = i + line.len();
+        at = end;
     }
-    out.extend_from_slice(body.get(at..).unwrap_or_default());
     Bytes::from(out)
 }
 

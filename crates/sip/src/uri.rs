@@ -42,7 +42,7 @@ impl Host<'_> {
         if s.is_empty() {
             return Err(DecodeError::new("empty host", 0));
         }
-        if let Ok(a) = s.parse::<Ipv4Addr>() {
+        if let Some(a) = dotted_quad(s).or_else(|| s.parse::<Ipv4Addr>().ok()) {
             return Ok(Host::V4(a));
         }
         // hostname = *( domainlabel "." ) toplabel [ "." ]; '_' tolerated (seen in the field).
@@ -57,6 +57,48 @@ impl Host<'_> {
         }
         Ok(Host::Domain(s))
     }
+}
+
+/// The common IPv4 form (`a.b.c.d`, decimal octets without leading zeros)
+/// in one pass; `None` for anything else, which then goes to std's parser.
+/// Accepts nothing std rejects and yields the same address (property test
+/// below), at a fraction of the cost: every URI and Via host is tried.
+fn dotted_quad(s: &str) -> Option<Ipv4Addr> {
+    let b = s.as_bytes();
+    if b.len() < 7 || b.len() > 15 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let mut part = 0;
+    let mut value: u16 = 0;
+    let mut digits = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                // A leading zero is only the octet "0" itself.
+                if digits == 1 && value == 0 {
+                    return None;
+                }
+                value = value * 10 + u16::from(c - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && part < 3 && i + 1 < b.len() => {
+                *octets.get_mut(part)? = u8::try_from(value).ok()?;
+                part += 1;
+                value = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+    }
+    if part != 3 || digits == 0 {
+        return None;
+    }
+    *octets.get_mut(3)? = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 impl fmt::Display for Host<'_> {
@@ -283,6 +325,20 @@ fn parse_tel(s: &str, base: usize) -> Result<TelUri<'_>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn dotted_quad_never_disagrees_with_std(s in "[0-9.]{0,17}|[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}") {
+            let std = s.parse::<Ipv4Addr>().ok();
+            if let Some(fast) = dotted_quad(&s) {
+                proptest::prop_assert_eq!(Some(fast), std);
+            }
+            // Every std-valid quad of plain decimals is taken by the fast path.
+            if std.is_some() {
+                proptest::prop_assert_eq!(dotted_quad(&s), std);
+            }
+        }
+    }
 
     fn sip(s: &str) -> SipUri<'_> {
         match Uri::parse(s).unwrap() {

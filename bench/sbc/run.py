@@ -924,7 +924,7 @@ def main():
     ap.add_argument("--rate", type=float, default=250,
                     help="calls mode: calls per second (250: the anchor sustains it on 2 cores)")
     ap.add_argument("--calls", type=int, default=5000, help="calls mode: calls per run (5000)")
-    ap.add_argument("--repeat", type=int, default=3, help="calls mode: runs per SBC, alternating, best kept (3)")
+    ap.add_argument("--repeat", type=int, default=5, help="calls mode: runs per SBC, alternating, best kept (5)")
     ap.add_argument("--hold-ms", type=int, default=500, help="call hold time (500 ms)")
     ap.add_argument("--rates", default="200,300,400,600,800,1000,1200,1600,2000",
                     help="capacity mode: rates to step through")

@@ -92,28 +92,26 @@ def proc_ticks(pid: int) -> int:
     return int(rest[11]) + int(rest[12])
 
 
-def proc_pss(pid: int) -> int:
-    """Proportional set size of a process, in bytes; 0 if gone."""
+def proc_kib_field(path: str, key: str) -> int:
+    """A `key: N kB` line of a /proc file, in bytes; 0 if the process is gone."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def proc_pss(pid: int) -> int:
+    """Proportional set size of a process, in bytes; 0 if gone."""
+    return proc_kib_field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def proc_rss(pid: int) -> int:
     """Resident set size of a process, in bytes; 0 if gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return proc_kib_field(f"/proc/{pid}/status", "VmRSS:")
 
 
 def children_of(pid: int) -> list[int]:

@@ -129,20 +129,24 @@ fn want(mut dirs: Vec<(SocketAddr, SocketAddr, u64)>, ip: u64) -> Vec<DirectionC
         .collect()
 }
 
-/// Conntrack lines with one of `ports` as a source or destination port, from
-/// `/proc/net/nf_conntrack` or else `conntrack -L` (`None`: neither is there).
-fn conntrack_with(ports: &[u16]) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string("/proc/net/nf_conntrack")
-        .ok()
-        .or_else(|| {
-            let out = Command::new("conntrack").arg("-L").output().ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-        })?;
+/// Conntrack lines with one of `ports` as a source or destination port.
+fn conntrack_with(ports: &[u16]) -> Vec<String> {
+    let text = support::conntrack_table();
     let hit = |tok: &str| ports.iter().any(|p| tok.ends_with(&format!("port={p}")));
     let lines = text.lines().filter(|l| l.split_whitespace().any(hit));
-    Some(lines.map(str::to_owned).collect())
+    lines.map(str::to_owned).collect()
+}
+
+/// The stream on `ports` has exactly one conntrack entry.
+fn assert_one_connection(ports: &[u16]) {
+    let ct = conntrack_with(ports);
+    assert_eq!(ct.len(), 1, "one connection for the stream: {ct:?}");
+}
+
+/// The stream on `ports` left no conntrack entry behind.
+fn assert_no_connection(ports: &[u16]) {
+    let ct = conntrack_with(ports);
+    assert!(ct.is_empty(), "connections outlive the stream: {ct:?}");
 }
 
 /// A capture of every frame on `lo` (from its creation on).
@@ -262,16 +266,11 @@ fn body() {
     // Counters: the forwarded RTP only, IP datagram bytes.
     let got = counters(&mut off);
     assert_eq!(got, want(vec![(a_at, la, a2b), (b_at, lb, b2a)], 20));
-    let ct = conntrack_with(&[20000, 30000]);
-    if let Some(ct) = &ct {
-        assert_eq!(ct.len(), 1, "one connection for the stream: {ct:?}");
-    }
+    assert_one_connection(&[20000, 30000]);
 
     // Removed: no element, no connection, the relay gets everything again.
     off.apply(&[], &ab).expect("remove the stream");
-    if let Some(ct) = conntrack_with(&[20000, 30000]) {
-        assert!(ct.is_empty(), "connections outlive the stream: {ct:?}");
-    }
+    assert_no_connection(&[20000, 30000]);
     assert_eq!(counters(&mut off), []);
     expect(&a, la, &rtp(20), &relay_a, a_at);
     expect(&b, lb, &rtp(20), &relay_b, b_at);
@@ -293,9 +292,7 @@ fn body() {
     let got = counters(&mut off);
     assert_eq!(got, want(vec![(a_at, la, 1), (b_at, lb, 1)], 20));
     off.apply(&[], &ab).expect("remove the stream");
-    if let Some(ct) = conntrack_with(&[20000, 30000]) {
-        assert!(ct.is_empty(), "connections outlive the stream: {ct:?}");
-    }
+    assert_no_connection(&[20000, 30000]);
 
     // IPv6, both ends and both Palisade ports on ::1.
     let (l6a, l6b, p6a, p6b) = (
@@ -318,13 +315,9 @@ fn body() {
     expect_nothing(&[&relay6a, &relay6b, &b6]);
     let got = counters(&mut off);
     assert_eq!(got, want(vec![(p6a, l6a, 2), (p6b, l6b, 2)], 40));
-    if let Some(ct) = conntrack_with(&[40000, 40002]) {
-        assert_eq!(ct.len(), 1, "one connection for the stream: {ct:?}");
-    }
+    assert_one_connection(&[40000, 40002]);
     off.apply(&[], &s6).expect("remove the IPv6 stream");
-    if let Some(ct) = conntrack_with(&[40000, 40002]) {
-        assert!(ct.is_empty(), "connections outlive the stream: {ct:?}");
-    }
+    assert_no_connection(&[40000, 40002]);
     assert_eq!(counters(&mut off), []);
     expect(&a6, l6a, &rtp(44), &relay6a, p6a);
     expect_nothing(&[&b6]);

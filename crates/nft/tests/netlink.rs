@@ -119,10 +119,6 @@ fn forward(
     "a2b-0".len()
 }
 
-fn conntrack_table() -> Option<String> {
-    std::fs::read_to_string("/proc/net/nf_conntrack").ok()
-}
-
 fn v4(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
@@ -287,19 +283,16 @@ fn kernel_ipv4_forwarding_counters_conntrack_and_transactions() {
             ));
 
             // Conntrack: the entry is found by its original tuple, deleted once.
-            let ct = conntrack_table();
-            if let Some(ct) = &ct {
-                assert!(
-                    ct.contains("src=127.0.0.10 dst=127.0.0.1 sport=4000 dport=20000"),
-                    "{ct}"
-                );
-            }
+            let ct = support::conntrack_table();
+            assert!(
+                ct.contains("src=127.0.0.10 dst=127.0.0.1 sport=4000 dport=20000"),
+                "{ct}"
+            );
             let from = SocketAddr::from((a_addr, 4000));
             let to = SocketAddr::from((lo, 20000));
             assert!(nl.delete_conntrack(from, to).expect("delete conntrack"));
-            if let Some(ct) = conntrack_table() {
-                assert!(!ct.contains("sport=4000 dport=20000"), "{ct}");
-            }
+            let ct = support::conntrack_table();
+            assert!(!ct.contains("sport=4000 dport=20000"), "{ct}");
             assert!(!nl.delete_conntrack(from, to).expect("delete again"));
             // By the reply tuple too: a new flow, deleted via B's side.
             forward(

@@ -532,7 +532,9 @@ fn kernel_counters(set: &str) -> Vec<u64> {
 
 /// Conntrack entries naming one of Palisade's media ports (inside or outside).
 fn media_conntracks() -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/net/nf_conntrack").unwrap_or_default();
+    // Unreadable fails the test: "nothing left behind" is never asserted blind.
+    let text = std::fs::read_to_string("/proc/net/nf_conntrack")
+        .unwrap_or_else(|e| panic!("cannot read /proc/net/nf_conntrack ({e}): this test needs it"));
     text.lines()
         .filter(|l| {
             l.split_whitespace()

@@ -33,6 +33,18 @@ pub fn require_tool(tool: &str, arg: &str) {
     );
 }
 
+/// This namespace's conntrack table, as `/proc/net/nf_conntrack` lists it.
+/// Fails the test when it cannot be read: the tests that look at conntrack
+/// never pass without looking.
+pub fn conntrack_table() -> String {
+    std::fs::read_to_string("/proc/net/nf_conntrack").unwrap_or_else(|e| {
+        panic!(
+            "cannot read /proc/net/nf_conntrack ({e}): this test needs nf_conntrack \
+             with its procfs view (CONFIG_NF_CONNTRACK_PROCFS)"
+        )
+    })
+}
+
 /// Runs `body` in a fresh namespace (see the module docs); `test` is the
 /// test function's name, `tag` makes the namespace name unique.
 pub fn in_netns(test: &str, tag: &str, body: impl FnOnce()) {
